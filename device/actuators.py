@@ -1,0 +1,142 @@
+"""Bins to gpiozero devices: a diverter servo angle or a timed pulse on an output per bin.
+
+After each action the device goes back to its safe state (servo at its home angle, output
+off) once the bin's hold or pulse time has passed, in source time: the loop calls
+:meth:`BinActuators.update` with every frame's timestamp, so a replayed scene actuates
+identically at any speed. :meth:`BinActuators.safe_all` is what signal handlers and error
+paths call; ``close()`` does it too.
+
+GPIO backend (:func:`resolve_pin_factory`): gpiozero's real one on a Raspberry Pi, its
+``MockFactory`` (with PWM-capable mock pins, for servos) when configured or off a Pi — never a
+silent mock on a Pi.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.config import ActuatorConfig, BinConfig
+from device.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TIME_TOLERANCE_S = 1e-6  # frame timestamps are sums of floats: 9.3 + 0.8 must reach 10.1
+
+
+def is_raspberry_pi() -> bool:
+    try:
+        return "raspberry pi" in Path("/proc/device-tree/model").read_text(errors="replace").lower()
+    except OSError:
+        return False
+
+
+def resolve_pin_factory(name: str):
+    """A gpiozero pin factory for the configured name ("auto", "mock", "lgpio", ...)."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    env = os.environ.get("GPIOZERO_PIN_FACTORY", "").strip().lower()
+    if name == "mock" or (name == "auto" and env == "mock"):
+        return MockFactory(pin_class=MockPWMPin)
+    if name == "auto" and not env and not is_raspberry_pi():
+        log.warning("not a Raspberry Pi: GPIO is simulated (gpiozero MockFactory)")
+        return MockFactory(pin_class=MockPWMPin)
+    factory_name = env if name == "auto" else name
+    try:
+        if factory_name:
+            from importlib.metadata import entry_points
+
+            found = [ep for ep in entry_points(group="gpiozero_pin_factories") if ep.name == factory_name]
+            if not found:
+                raise ConfigError(f"gpio.pin_factory: gpiozero knows no pin factory {factory_name!r}")
+            return found[0].load()()
+        from gpiozero import Device
+
+        return Device._default_pin_factory()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"gpio.pin_factory: cannot start GPIO backend {factory_name or 'default'!r} "
+                          f"({exc})") from None
+
+
+@dataclass
+class _Active:
+    actuator: str
+    until_s: float
+
+
+class BinActuators:
+    def __init__(self, actuators: dict[str, ActuatorConfig], bins: dict[str, BinConfig], *, pin_factory):
+        from gpiozero import AngularServo, DigitalOutputDevice
+
+        self.bins = dict(bins)
+        self.configs = dict(actuators)
+        self.devices: dict[str, object] = {}
+        self._active: dict[str, _Active] = {}
+        try:
+            for name, cfg in actuators.items():
+                if cfg.type == "servo":
+                    self.devices[name] = AngularServo(
+                        cfg.pin, initial_angle=cfg.home_angle_deg, min_angle=cfg.min_angle_deg,
+                        max_angle=cfg.max_angle_deg, min_pulse_width=cfg.min_pulse_width_ms / 1000,
+                        max_pulse_width=cfg.max_pulse_width_ms / 1000, pin_factory=pin_factory)
+                else:
+                    self.devices[name] = DigitalOutputDevice(
+                        cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=pin_factory)
+        except Exception as exc:
+            self.close()
+            raise ConfigError(f"actuators: cannot set up GPIO ({exc})") from None
+
+    def actuate(self, bin_name: str, now_s: float) -> None:
+        """Move/pulse the bin's actuator; it returns to safe at ``now_s`` + hold/pulse time."""
+        bin_ = self.bins[bin_name]
+        device, cfg = self.devices[bin_.actuator], self.configs[bin_.actuator]
+        if cfg.type == "servo":
+            device.angle = bin_.angle_deg
+            duration_s = bin_.hold_ms / 1000
+        else:
+            device.on()
+            duration_s = bin_.pulse_ms / 1000
+        self._active[bin_.actuator] = _Active(bin_.actuator, now_s + duration_s)
+        log.debug("bin %s: %s active until %.3f s", bin_name, bin_.actuator, now_s + duration_s)
+
+    def update(self, now_s: float) -> None:
+        """Return every actuator whose time is up to its safe state."""
+        for name in [n for n, a in self._active.items() if now_s + TIME_TOLERANCE_S >= a.until_s]:
+            self._make_safe(name)
+            del self._active[name]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active)
+
+    def _make_safe(self, name: str) -> None:
+        device, cfg = self.devices[name], self.configs[name]
+        if cfg.type == "servo":
+            device.angle = cfg.home_angle_deg
+        else:
+            device.off()
+
+    def safe_all(self) -> None:
+        """Every actuator to its safe state now (signal handlers, errors, shutdown)."""
+        for name in list(self.devices):
+            try:
+                self._make_safe(name)
+            except Exception:  # a closed device must not stop the others going safe
+                log.exception("actuator %s: could not go to its safe state", name)
+        self._active.clear()
+
+    def close(self) -> None:
+        self.safe_all()
+        for device in self.devices.values():
+            device.close()
+        self.devices = {}
+
+    def __enter__(self) -> "BinActuators":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,99 @@
+"""The camera seam: one small protocol, several backends.
+
+A source string picks the backend (:func:`open_camera`):
+
+- ``picamera2`` (or ``picamera2:N``): the Raspberry Pi camera, manual exposure from calibration;
+- ``opencv:N``: a USB camera through OpenCV;
+- a video file (``scene.mp4``): timestamps from the file's own frame rate;
+- a folder of images: one frame per image at ``folder_fps``.
+
+Every backend returns :class:`Frame` values whose ``timestamp_s`` is the time since the source
+started, so a recorded scene replays identically at any speed. ``capture()`` returns ``None``
+at the end of a finite source and raises :class:`CameraError` when a live camera stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from device.errors import CameraError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExposureControls:
+    """Manual camera controls from the calibration (picamera2 names them the same way)."""
+
+    exposure_us: int
+    analogue_gain: float
+    colour_gains: tuple[float, float]  # (red, blue)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One captured image: uint8 HxWx3 RGB, its source time and the camera's metadata."""
+
+    image: np.ndarray
+    timestamp_s: float
+    index: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Camera(Protocol):
+    def capture(self) -> Frame | None:
+        """The next frame, ``None`` at the end of a finite source."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Camera": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class CameraBase:
+    """Context-manager plumbing shared by the backends."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_camera(
+    source: str,
+    *,
+    controls: ExposureControls | None = None,
+    timeout_s: float = 2.0,
+    size: tuple[int, int] = (512, 384),
+    folder_fps: float = 10.0,
+) -> Camera:
+    """Open the camera named by ``source`` (see the module docstring)."""
+    if source == "picamera2" or source.startswith("picamera2:"):
+        from device.camera_picamera2 import Picamera2Camera
+
+        index = int(source.partition(":")[2] or 0)
+        return Picamera2Camera(index, size=size, controls=controls, timeout_s=timeout_s)
+    from device.camera_opencv import FolderCamera, OpenCVCamera, VideoFileCamera
+
+    if source.startswith("opencv:"):
+        try:
+            index = int(source.partition(":")[2])
+        except ValueError:
+            raise CameraError(f"camera source {source!r}: expected opencv:N with a device number") from None
+        return OpenCVCamera(index, size=size, timeout_s=timeout_s)
+    path = Path(source)
+    if path.is_dir():
+        return FolderCamera(path, fps=folder_fps)
+    if path.is_file():
+        return VideoFileCamera(path)
+    raise CameraError(f"camera source {source!r}: no such file or folder (or use picamera2, opencv:N)")

@@ -1,0 +1,75 @@
+"""The Raspberry Pi camera through picamera2 (from Raspberry Pi OS apt: ``python3-picamera2``).
+
+picamera2 is imported here only, so nothing else on a laptop or in CI needs it. Exposure is
+manual (``AeEnable`` off, ``ExposureTime``, ``AnalogueGain``, ``ColourGains`` from the
+calibration) and every capture waits at most ``timeout_s``, since a capture can hang forever.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from device.camera import CameraBase, ExposureControls, Frame
+from device.errors import CameraError
+
+log = logging.getLogger(__name__)
+
+
+class Picamera2Camera(CameraBase):
+    def __init__(self, index: int = 0, *, size: tuple[int, int], controls: ExposureControls | None,
+                 timeout_s: float = 2.0):
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise CameraError("picamera2 is not installed (on Raspberry Pi OS: apt install "
+                              "python3-picamera2, and a venv with --system-site-packages)") from exc
+        self.timeout_s = timeout_s
+        try:
+            self._cam = Picamera2(index)
+            config = self._cam.create_video_configuration(
+                main={"size": tuple(size), "format": "RGB888"}, buffer_count=4)
+            self._cam.configure(config)
+            self._cam.start()
+        except Exception as exc:  # libcamera raises RuntimeError, IndexError, ...
+            raise CameraError(f"picamera2:{index}: camera could not be started ({exc})") from exc
+        self._t0_ns: int | None = None
+        self._index = 0
+        if controls is not None:
+            self.set_controls(controls)
+
+    def set_controls(self, controls: ExposureControls) -> None:
+        """Apply manual exposure; the sensor applies them a few frames later (see metadata)."""
+        self._cam.set_controls({
+            "AeEnable": False,
+            "AwbEnable": False,
+            "ExposureTime": int(controls.exposure_us),
+            "AnalogueGain": float(controls.analogue_gain),
+            "ColourGains": tuple(float(g) for g in controls.colour_gains),
+        })
+
+    def capture(self) -> Frame:
+        try:
+            job = self._cam.capture_request(wait=False)
+            request = self._cam.wait(job, timeout=self.timeout_s)
+        except TimeoutError:
+            raise CameraError(f"picamera2: no frame within {self.timeout_s:.1f} s") from None
+        except Exception as exc:
+            raise CameraError(f"picamera2: capture failed ({exc})") from exc
+        try:
+            # RGB888 is stored B,G,R in memory: reverse the channels to get RGB.
+            image = request.make_array("main")[:, :, ::-1].copy()
+            metadata = dict(request.get_metadata())
+        finally:
+            request.release()
+        sensor_ns = int(metadata.get("SensorTimestamp", 0))
+        if self._t0_ns is None:
+            self._t0_ns = sensor_ns
+        frame = Frame(image, (sensor_ns - self._t0_ns) / 1e9, self._index, metadata)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        try:
+            self._cam.stop()
+        finally:
+            self._cam.close()

@@ -1,0 +1,145 @@
+"""The classifier: an onnxruntime session plus the model contract, checked at load.
+
+The model file is read once; its SHA-256 must match the manifest beside it
+(``NAME.manifest.json``), its metadata must hold a valid :class:`ModelContract`, and its input
+and output must fit that contract. Any failure is a :class:`ModelError` with one line naming
+the file and the problem. Decisions are per item: the probabilities of several frames are
+averaged (:meth:`Classifier.classify`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from device.contract import KEY_CONTRACT, ModelContract, preprocess
+from device.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).parent / "model" / "waste-sorter-resnet34-int8.onnx"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    probabilities: tuple[float, ...]  # in the contract's class order
+    top3: tuple[tuple[str, float], ...]
+    frames: int
+
+
+def manifest_path_for(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".manifest.json")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    def __init__(self, model_path: Path | str | None = None, *, threads: int = 2):
+        self.path = Path(model_path) if model_path else DEFAULT_MODEL
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{self.path}: cannot read model ({exc.strerror or exc})") from None
+        self.sha256 = sha256_bytes(data)
+        self.manifest = self._check_manifest()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # a Pi has little memory; the arena only grows
+        try:
+            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:160]})") from None
+        del data
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if KEY_CONTRACT not in meta:
+            raise ModelError(f"{self.path}: model metadata has no {KEY_CONTRACT} (not exported by waste-sorter)")
+        try:
+            self.contract = ModelContract.from_json(meta[KEY_CONTRACT])
+        except ModelError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        self.metadata = dict(meta)
+        self._check_io()
+
+    def _check_manifest(self) -> dict:
+        path = manifest_path_for(self.path)
+        try:
+            manifest = json.loads(path.read_text())
+            expected = manifest["sha256"]
+        except FileNotFoundError:
+            raise ModelError(f"{self.path}: manifest {path.name} is missing") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: unreadable manifest ({exc})") from None
+        if expected != self.sha256:
+            raise ModelError(f"{self.path}: SHA-256 {self.sha256[:12]}… does not match manifest "
+                             f"{str(expected)[:12]}… (corrupt or replaced model)")
+        return manifest
+
+    def _check_io(self) -> None:
+        c = self.contract
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or inputs[0].name != c.input_name:
+            raise ModelError(f"{self.path}: expected one input named {c.input_name!r}, "
+                             f"got {[i.name for i in inputs]}")
+        if inputs[0].type != "tensor(float)":
+            raise ModelError(f"{self.path}: input type {inputs[0].type}, expected tensor(float)")
+        shape = list(inputs[0].shape)
+        if len(shape) != 4 or shape[1:] != [3, c.input_height, c.input_width]:
+            raise ModelError(f"{self.path}: input shape {shape} does not match the contract "
+                             f"[N, 3, {c.input_height}, {c.input_width}]")
+        self._batch_dynamic = not isinstance(shape[0], int)
+        if not outputs or outputs[0].shape[-1] != len(c.classes):
+            raise ModelError(f"{self.path}: model gives {outputs[0].shape[-1] if outputs else 0} "
+                             f"scores but the contract names {len(c.classes)} classes")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.contract.classes
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model output for a float32 N x 3 x H x W batch."""
+        name = self.contract.input_name
+        if self._batch_dynamic:
+            return self._session.run(None, {name: batch})[0]
+        return np.concatenate([self._session.run(None, {name: x[None]})[0] for x in batch])
+
+    def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N x classes) of uint8 RGB frames of any size."""
+        batch = np.stack([preprocess(img, self.contract) for img in images])
+        return softmax(self.logits(batch).astype(np.float64))
+
+    def classify(self, images: list[np.ndarray]) -> Prediction:
+        """One decision for an item: the mean of its frames' probabilities."""
+        if not images:
+            raise ValueError("classify needs at least one frame")
+        mean = self.probabilities(images).mean(axis=0)
+        order = np.argsort(-mean)
+        top3 = tuple((self.classes[i], float(mean[i])) for i in order[:3])
+        return Prediction(top3[0][0], top3[0][1], tuple(float(p) for p in mean), top3, len(images))
+
+    def close(self) -> None:
+        self._session = None
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,74 @@
+"""The ``waste-sorter`` command.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``main(args) -> int``; only the chosen one is imported, so the device commands never import
+torch (``train``, ``export`` and ``quantize`` need the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from device.errors import SorterError
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("device.run_cli", "sort items from a camera or a recorded scene"),
+    "calibrate": ("calibration.cli", "recalibrate exposure and the empty-board reference"),
+    "logs": ("device.logs_cli", "read, follow, filter and summarise the sort log"),
+    "status": ("device.status_cli", "is the sorter running, what did it do today"),
+    "demo-scene": ("device.demo_scene", "render a demo video of items from labelled photos"),
+    "bench": ("device.bench", "measure per-frame cost, model latency and memory"),
+    "evaluate": ("export.evaluate", "accuracy and confusion of a model on a photo folder"),
+    "train": ("export.train", "train the classifier (needs the train extra)"),
+    "export": ("export.onnx_export", "export a checkpoint to ONNX with its contract"),
+    "quantize": ("export.quantize", "int8 static quantization with an accuracy guard"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: waste-sorter COMMAND [options]   (waste-sorter COMMAND --help for more)", "", "commands:"]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"waste-sorter: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_ = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"waste-sorter {name}: missing dependency {exc.name!r} "
+              f"(pip install 'waste-sorter[train]' for train/export/quantize)", file=sys.stderr)
+        return 3
+    parser = argparse.ArgumentParser(prog=f"waste-sorter {name}", description=module.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    setup_logging(args.verbose)
+    try:
+        return int(module.main(args) or 0)
+    except SorterError as exc:
+        print(f"waste-sorter {name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

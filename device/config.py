@@ -1,0 +1,239 @@
+"""The sorter's TOML configuration, validated once at start.
+
+Every key has a type and, for numbers, a range; unknown keys, wrong types, NaN/infinity and
+out-of-range values are rejected with a :class:`ConfigError` naming the key path. Defaults make
+``waste-sorter run --source VIDEO`` work on a laptop. See ``device/config.example.toml``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from device.errors import ConfigError
+from device.gate import GateThresholds
+from device.presence import PresenceSettings
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = "picamera2"
+    width: int = 512
+    height: int = 384
+    timeout_s: float = 2.0
+    folder_fps: float = 10.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""  # "" = the model shipped with the package
+    threads: int = 2
+    frames_per_item: int = 3
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    fallback_bin: str = "landfill"
+    min_confidence: float = 0.55
+    classes: dict[str, str] = field(default_factory=lambda: {
+        "cardboard": "paper", "paper": "paper", "glass": "glass",
+        "metal": "containers", "plastic": "containers", "trash": "landfill"})
+
+
+@dataclass(frozen=True)
+class ActuatorConfig:
+    type: str  # "servo" | "pulse"
+    pin: int
+    active_high: bool = True  # pulse outputs
+    min_angle_deg: float = -90.0  # servos
+    max_angle_deg: float = 90.0
+    home_angle_deg: float = 0.0
+    min_pulse_width_ms: float = 1.0
+    max_pulse_width_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class BinConfig:
+    actuator: str
+    angle_deg: float = 0.0  # servo: where the diverter points for this bin
+    hold_ms: float = 800.0  # servo: time at the bin angle before going home
+    pulse_ms: float = 200.0  # pulse: time the output is on
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    path: str = "sort.jsonl"
+    max_bytes: int = 10_000_000
+    keep: int = 5
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str = "auto"  # auto | mock | lgpio | rpigpio | pigpio | native
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    path: str = ""  # "" = no calibration: defaults, board learned at start
+
+
+def _default_actuators() -> dict[str, ActuatorConfig]:
+    return {"diverter": ActuatorConfig(type="servo", pin=12)}
+
+
+def _default_bins() -> dict[str, BinConfig]:
+    return {name: BinConfig(actuator="diverter", angle_deg=angle)
+            for name, angle in (("paper", -60.0), ("glass", -20.0), ("containers", 20.0), ("landfill", 60.0))}
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    gate: GateThresholds = field(default_factory=GateThresholds)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    actuators: dict[str, ActuatorConfig] = field(default_factory=_default_actuators)
+    bins: dict[str, BinConfig] = field(default_factory=_default_bins)
+    log: LogConfig = field(default_factory=LogConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+
+
+#: Allowed ranges (inclusive) by key path; "*" stands for any table name.
+RANGES: dict[str, tuple[float, float]] = {
+    "camera.width": (64, 4096), "camera.height": (48, 4096), "camera.timeout_s": (0.1, 60),
+    "camera.folder_fps": (0.1, 240),
+    "model.threads": (1, 16), "model.frames_per_item": (1, 30),
+    "gate.saturation_level": (128, 255), "gate.max_extra_saturated_frac": (0.01, 1),
+    "gate.max_level_rise": (1, 255), "gate.max_glare_center_frac": (0.05, 1),
+    "gate.min_median_luma": (0, 200), "gate.min_level_ratio": (0, 1),
+    "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
+    "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
+    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30),
+    "presence.clear_s": (0.0, 30), "presence.learn_s": (0.0, 60), "presence.adapt_rate": (0, 1),
+    "routing.min_confidence": (0, 1),
+    "actuators.*.pin": (0, 27), "actuators.*.min_angle_deg": (-180, 180),
+    "actuators.*.max_angle_deg": (-180, 180), "actuators.*.home_angle_deg": (-180, 180),
+    "actuators.*.min_pulse_width_ms": (0.1, 5), "actuators.*.max_pulse_width_ms": (0.1, 5),
+    "bins.*.angle_deg": (-180, 180), "bins.*.hold_ms": (10, 10_000), "bins.*.pulse_ms": (5, 5_000),
+    "log.max_bytes": (1_000, 10**11), "log.keep": (1, 100),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "actuators.*.type": ("servo", "pulse"),
+    "gpio.pin_factory": ("auto", "mock", "lgpio", "rpigpio", "pigpio", "native"),
+}
+
+
+def _check_value(value: Any, kind: type, path: str, generic: str) -> Any:
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value}")
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    if generic in RANGES:
+        low, high = RANGES[generic]
+        if not low <= value <= high:
+            raise ConfigError(f"{path}: {value} is out of range [{low}, {high}]")
+    if generic in CHOICES and value not in CHOICES[generic]:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(CHOICES[generic])}")
+    return value
+
+
+def _build(cls, table: Any, path: str, generic: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a table, got {type(table).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{path}.{key}: unknown key (known: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        if name not in table:
+            continue
+        kind = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), None)
+        if kind is None:  # dict[str, str]
+            values[name] = _string_map(table[name], f"{path}.{name}")
+        else:
+            values[name] = _check_value(table[name], kind, f"{path}.{name}", f"{generic}.{name}")
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required key is missing
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _string_map(table: Any, path: str) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a table")
+    return {k: _check_value(v, str, f"{path}.{k}", "") for k, v in table.items()}
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    sections = {f.name: f for f in fields(Config)}
+    for key in raw:
+        if key not in sections:
+            raise ConfigError(f"{source}: {key}: unknown section (known: {', '.join(sections)})")
+    values: dict[str, Any] = {}
+    for name, cls in (("camera", CameraConfig), ("model", ModelConfig), ("calibration", CalibrationConfig),
+                      ("gate", GateThresholds), ("presence", PresenceSettings), ("routing", RoutingConfig),
+                      ("log", LogConfig), ("gpio", GpioConfig)):
+        if name in raw:
+            values[name] = _build(cls, raw[name], name, name)
+    for name, cls in (("actuators", ActuatorConfig), ("bins", BinConfig)):
+        if name in raw:
+            if not isinstance(raw[name], dict) or not raw[name]:
+                raise ConfigError(f"{source}: {name}: expected a non-empty table of tables")
+            values[name] = {k: _build(cls, v, f"{name}.{k}", f"{name}.*") for k, v in raw[name].items()}
+    config = Config(**values)
+    _check_references(config)
+    return config
+
+
+def _check_references(config: Config) -> None:
+    for name, bin_ in config.bins.items():
+        actuator = config.actuators.get(bin_.actuator)
+        if actuator is None:
+            raise ConfigError(f"bins.{name}.actuator: no actuator named {bin_.actuator!r}")
+        if actuator.type == "servo" and not actuator.min_angle_deg <= bin_.angle_deg <= actuator.max_angle_deg:
+            raise ConfigError(f"bins.{name}.angle_deg: {bin_.angle_deg} is outside the servo's "
+                              f"[{actuator.min_angle_deg}, {actuator.max_angle_deg}]")
+    for name, actuator in config.actuators.items():
+        if actuator.type == "servo" and not (
+                actuator.min_angle_deg < actuator.max_angle_deg
+                and actuator.min_angle_deg <= actuator.home_angle_deg <= actuator.max_angle_deg):
+            raise ConfigError(f"actuators.{name}: need min_angle_deg < max_angle_deg with home_angle_deg between")
+    if config.routing.fallback_bin not in config.bins:
+        raise ConfigError(f"routing.fallback_bin: no bin named {config.routing.fallback_bin!r}")
+    for label, bin_name in config.routing.classes.items():
+        if bin_name not in config.bins:
+            raise ConfigError(f"routing.classes.{label}: no bin named {bin_name!r}")
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration in ``path``, or the defaults when ``path`` is None."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: config file is unreadable ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    try:
+        return parse_config(raw, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

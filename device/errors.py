@@ -1,0 +1,47 @@
+"""The project's exceptions: one root, one subclass per kind of bad input.
+
+Each carries an ``exit_code`` so the command line and systemd (``RestartPreventExitStatus=``)
+can tell a configuration mistake, which a restart cannot fix, from a transient failure.
+"""
+
+from __future__ import annotations
+
+
+class SorterError(Exception):
+    """Root of every error this project raises on purpose. The message is one line."""
+
+    exit_code = 1
+
+
+class ConfigError(SorterError):
+    """The TOML configuration is unreadable or invalid (message names the key path)."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class ModelError(SorterError):
+    """The model file is missing, corrupt, or breaks the model contract."""
+
+    exit_code = 79
+
+
+class CalibrationError(SorterError):
+    """A calibration file is unreadable or invalid (message names the key path)."""
+
+    exit_code = 80
+
+
+class CameraError(SorterError):
+    """The camera could not be opened or stopped delivering frames."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class DataError(SorterError):
+    """A data folder, split manifest or checkpoint is missing or damaged."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+#: Exit codes after which a restart would fail the same way (for systemd).
+NO_RESTART_EXIT_CODES = (ConfigError.exit_code, ModelError.exit_code, CalibrationError.exit_code)

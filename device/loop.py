@@ -1,0 +1,250 @@
+"""The sorting loop, top to bottom: the only module that knows all the others.
+
+    frame -> gate verdict -> presence update -> (settled) classify -> route -> actuate -> log
+
+Time is the frame's timestamp. Signals: SIGTERM/SIGINT put every actuator in its safe state
+at once (inside the handler) and end the loop when the capture in progress returns: a frame
+captured after the signal is not processed, and a capture that then times out is no error.
+SIGHUP asks for the calibration to be reloaded, which happens between items (board empty),
+keeping the last good calibration when the new file is invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from device.actuators import BinActuators
+from device.camera import Camera
+from device.classifier import Classifier
+from device.config import Config
+from device.errors import CalibrationError, CameraError
+from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.presence import PresenceDetector, State
+from device.sortlog import SortEvent, SortLog, utc_now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    items: int = 0
+    items_per_bin: Counter = field(default_factory=Counter)
+    rejected_by_reason: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    source_seconds: float = 0.0
+
+    def latency_percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
+
+    def format(self) -> str:
+        bins = ", ".join(f"{b}={n}" for b, n in sorted(self.items_per_bin.items())) or "none"
+        rejects = ", ".join(f"{r}={n}" for r, n in self.rejected_by_reason.most_common()) or "none"
+        return (f"{self.items} item(s) in {self.source_seconds:.1f} s of source, {self.frames} frames\n"
+                f"  items per bin: {bins}\n"
+                f"  rejected frames: {sum(self.rejected_by_reason.values())} ({rejects})\n"
+                f"  latency settled->actuated: p50 {self.latency_percentile_ms(50):.1f} ms, "
+                f"p95 {self.latency_percentile_ms(95):.1f} ms")
+
+
+@dataclass
+class _Item:
+    number: int
+    arrived_s: float
+    rejected: Counter = field(default_factory=Counter)
+    still: deque = field(default_factory=lambda: deque(maxlen=64))  # (image, verdict) of the still run
+
+
+class Sorter:
+    def __init__(self, config: Config, *, camera: Camera, classifier: Classifier, actuators: BinActuators,
+                 sortlog: SortLog, calibration=None, calibration_loader: Callable[[], tuple] | None = None,
+                 notifier=None, status_writer: Callable[["Sorter"], None] | None = None):
+        self.config = config
+        self.camera = camera
+        self.classifier = classifier
+        self.actuators = actuators
+        self.sortlog = sortlog
+        self.notifier = notifier
+        self.status_writer = status_writer
+        self.calibration_loader = calibration_loader
+        self.gate = ExposureGate(config.gate)
+        self.presence = PresenceDetector(config.presence)
+        self.calibration = None
+        self.calibration_id = ""
+        if calibration is not None:
+            self.apply_calibration(*calibration)
+        self.summary = RunSummary()
+        self.state = "starting"
+        self._stop_signal: int | None = None
+        self._reload_requested = False
+        self._item: _Item | None = None
+        self._missing_routes = [c for c in classifier.classes if c not in config.routing.classes]
+        if self._missing_routes:
+            log.warning("classes without a bin go to the fallback bin: %s", ", ".join(self._missing_routes))
+
+    # -- calibration -------------------------------------------------------------------
+    def apply_calibration(self, calibration, board_image: np.ndarray) -> None:
+        self.gate = ExposureGate(calibration.gate, calibration.board)
+        self.presence = PresenceDetector(self.config.presence, reference=board_image)
+        self.calibration, self.calibration_id = calibration, calibration.id
+        if hasattr(self.camera, "set_controls"):
+            self.camera.set_controls(calibration.controls)
+        log.info("calibration %s in use", calibration.id)
+
+    def _reload_calibration(self) -> None:
+        self._reload_requested = False
+        if self.calibration_loader is None:
+            log.warning("reload requested but no calibration file is configured")
+            return
+        if self.notifier:
+            self.notifier.reloading()
+        try:
+            self.apply_calibration(*self.calibration_loader())
+        except CalibrationError as exc:
+            log.error("calibration reload rejected, keeping %s: %s", self.calibration_id or "defaults", exc)
+        if self.notifier:
+            self.notifier.ready()
+
+    # -- signals -----------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum, _frame) -> None:
+        self.actuators.safe_all()  # first, whatever the loop is blocked on
+        self._stop_signal = signum
+
+    def _on_reload_signal(self, _signum, _frame) -> None:
+        self._reload_requested = True
+
+    def request_stop(self) -> None:
+        self._stop_signal = signal.SIGTERM
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, max_items: int | None = None) -> RunSummary:
+        from device.notify import watchdog_interval_s
+
+        watchdog_s = watchdog_interval_s()
+        if self.notifier:
+            self.notifier.status("starting")
+        ready_sent = False
+        last_status_s = None
+        try:
+            while self._stop_signal is None:
+                try:
+                    frame = self.camera.capture()
+                except CameraError as exc:
+                    if self._stop_signal is None:
+                        raise
+                    log.info("stopping; the camera gave no frame after the signal (%s)", exc)
+                    break
+                if self._stop_signal is not None:  # stopped while capturing: act on nothing more
+                    break
+                if frame is None:
+                    log.info("end of source")
+                    break
+                self.step(frame.image, frame.timestamp_s)
+                if self.notifier:
+                    if not ready_sent:
+                        self.notifier.ready()
+                        ready_sent = True
+                    self.notifier.watchdog_if_due(watchdog_s)
+                if self.status_writer and (last_status_s is None or frame.timestamp_s - last_status_s >= 2.0):
+                    last_status_s = frame.timestamp_s
+                    self.status_writer(self)
+                if max_items is not None and self.summary.items >= max_items:
+                    log.info("reached --max-items %d", max_items)
+                    break
+        finally:
+            self.actuators.safe_all()
+            self.sortlog.flush()
+            self.state = "stopped"
+            if self.notifier:
+                self.notifier.stopping()
+            if self.status_writer:
+                self.status_writer(self)
+        return self.summary
+
+    def step(self, image: np.ndarray, t: float) -> GateVerdict:
+        """Process one frame at source time ``t`` (seconds)."""
+        self.summary.frames += 1
+        self.summary.source_seconds = t
+        self.actuators.update(t)
+        reason = check_structure(image)
+        if reason:  # cannot even look for an item in it
+            verdict = GateVerdict(False, reason, None)
+            self._count_reject(verdict)
+            return verdict
+        verdict = self.gate.check(image)
+        update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
+        self.state = update.state.value
+        if update.event == "learned":
+            self.gate = ExposureGate(self.gate.thresholds, board_stats(self.presence.reference_image,
+                                                                       self.gate.thresholds.saturation_level))
+            log.info("empty board learned from the first %.1f s", self.config.presence.learn_s)
+        if update.state is not State.LEARNING:
+            self._count_reject(verdict)
+        if update.event == "arrived":
+            self._item = _Item(number=self.summary.items + 1, arrived_s=t)
+        item = self._item
+        if item is not None and update.state is State.OCCUPIED:
+            if not verdict.accepted:
+                item.rejected[verdict.reason] += 1
+            if update.stable:
+                item.still.append((image, verdict))
+            else:
+                item.still.clear()
+        if update.event == "settled" and item is not None:
+            self._decide(item, t)
+            self._item = None
+        elif update.event == "departed":
+            self._item = None
+        if update.state is State.EMPTY and self._reload_requested:
+            self._reload_calibration()
+        return verdict
+
+    def _count_reject(self, verdict: GateVerdict) -> None:
+        if not verdict.accepted:
+            self.summary.rejected_by_reason[verdict.reason] += 1
+
+    def _decide(self, item: _Item, t: float) -> None:
+        started = time.perf_counter()
+        routing = self.config.routing
+        n = self.config.model.frames_per_item
+        accepted = [img for img, v in item.still if v.accepted][-n:]
+        if accepted:
+            prediction = self.classifier.classify(accepted)
+            label, confidence, top3 = prediction.label, prediction.confidence, prediction.top3
+            bin_name = routing.classes.get(label, routing.fallback_bin)
+            reason = ""
+            if confidence < routing.min_confidence:
+                bin_name, reason = routing.fallback_bin, f"low confidence {confidence:.2f} < {routing.min_confidence:.2f}"
+            elif label not in routing.classes:
+                reason = f"no bin for class {label}"
+        else:
+            label, confidence, top3 = "", 0.0, ()
+            rejects = ", ".join(f"{r} x{k}" for r, k in item.rejected.most_common()) or "none"
+            bin_name, reason = routing.fallback_bin, f"all frames rejected ({rejects})"
+        self.actuators.actuate(bin_name, t)
+        latency_ms = (time.perf_counter() - started) * 1000
+        event = SortEvent(
+            ts=utc_now_iso(), source_time=t, item=item.number, label=label, confidence=confidence,
+            top3=top3, bin=bin_name, reason=reason, frames_used=len(accepted),
+            frames_rejected=sum(item.rejected.values()), reject_reasons=dict(item.rejected),
+            latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],
+            calibration_id=self.calibration_id)
+        self.sortlog.append(event)
+        self.summary.items += 1
+        self.summary.items_per_bin[bin_name] += 1
+        self.summary.latencies_ms.append(latency_ms)
+        log.info("item %d at %.2f s: %s (%.2f) -> %s%s", item.number, t, label or "-", confidence,
+                 bin_name, f" [{reason}]" if reason else "")

@@ -1,0 +1,122 @@
+"""Sort items: camera -> exposure gate -> presence -> classifier -> GPIO bins -> sort log.
+
+    waste-sorter run --source scene.mp4 --log sort.jsonl      # a recorded scene, simulated GPIO
+    waste-sorter run --config /etc/waste-sorter/config.toml   # the Pi camera and real GPIO
+    waste-sorter run --check-config --config FILE             # validate and exit
+
+--source: picamera2 | opencv:N | a video file | a folder of images (overrides [camera].source).
+A finite source ends the run cleanly and prints a summary: items per bin, rejected frames by
+reason, p50/p95 latency. Exit codes: 78 config, 79 model, 80 calibration, 74 camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from device.actuators import BinActuators, resolve_pin_factory
+from device.camera import open_camera
+from device.classifier import Classifier
+from device.config import Config, load_config
+from device.errors import ConfigError
+from calibration.store import load_with_board
+from device.loop import Sorter
+from device.sortlog import SortLog
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration (default: built-in defaults)")
+    p.add_argument("--source", help="camera source, overrides [camera].source")
+    p.add_argument("--model", type=Path, help="ONNX model, overrides [model].path")
+    p.add_argument("--calibration", type=Path, help="calibration file, overrides [calibration].path")
+    p.add_argument("--log", type=Path, help="sort log (JSON lines), overrides [log].path")
+    p.add_argument("--max-items", type=int, help="stop after this many items")
+    p.add_argument("--status-file", type=Path, help="rewrite a runtime status JSON here (for `status`)")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate config, calibration and model, then exit")
+
+
+def effective_config(args) -> Config:
+    config = load_config(args.config)
+    if args.source:
+        config = replace(config, camera=replace(config.camera, source=args.source))
+    if args.model:
+        config = replace(config, model=replace(config.model, path=str(args.model)))
+    if args.calibration:
+        config = replace(config, calibration=replace(config.calibration, path=str(args.calibration)))
+    if args.log:
+        config = replace(config, log=replace(config.log, path=str(args.log)))
+    if args.max_items is not None and args.max_items < 1:
+        raise ConfigError("--max-items must be at least 1")
+    return config
+
+
+def main(args) -> int:
+    config = effective_config(args)
+    calibration_path = Path(config.calibration.path) if config.calibration.path else None
+    calibration = load_with_board(calibration_path) if calibration_path else None
+    classifier = Classifier(config.model.path or None, threads=config.model.threads)
+    unrouted = [c for c in classifier.classes if c not in config.routing.classes]
+    if args.check_config:
+        print(f"config OK; model {classifier.path.name} ({classifier.sha256[:12]}, classes "
+              f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}"
+              + (f"; to fallback bin: {', '.join(unrouted)}" if unrouted else ""))
+        return 0
+    notifier = _notifier()
+    status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
+    controls = calibration[0].controls if calibration else None
+    with open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
+                     size=(config.camera.width, config.camera.height),
+                     folder_fps=config.camera.folder_fps) as camera, \
+            BinActuators(config.actuators, config.bins,
+                         pin_factory=resolve_pin_factory(config.gpio.pin_factory)) as actuators, \
+            SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep) as sortlog:
+        sorter = Sorter(config, camera=camera, classifier=classifier, actuators=actuators, sortlog=sortlog,
+                        calibration=calibration,
+                        calibration_loader=(lambda: load_with_board(calibration_path)) if calibration_path else None,
+                        notifier=notifier, status_writer=status_writer)
+        sorter.install_signal_handlers()
+        summary = sorter.run(max_items=args.max_items)
+    print(summary.format())
+    if sortlog.pending:
+        log.error("%d record(s) could not be written to %s", sortlog.pending, config.log.path)
+        return 75
+    return 0
+
+
+def _notifier():
+    try:
+        from device.notify import Notifier
+    except ImportError:
+        return None
+    return Notifier()
+
+
+def _status_writer(path: Path, classifier: Classifier):
+    from device.runtime_status import RuntimeStatus, write_runtime_status
+    from device.sortlog import utc_now_iso
+    import os
+    import time
+
+    started_utc, started = utc_now_iso(), time.monotonic()
+    model_mtime = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(classifier.path.stat().st_mtime))
+
+    def write(sorter: Sorter) -> None:
+        s = sorter.summary
+        elapsed = max(1e-6, time.monotonic() - started)
+        status = RuntimeStatus(
+            updated_utc=utc_now_iso(), started_utc=started_utc, frames=s.frames,
+            frames_rejected=sum(s.rejected_by_reason.values()), reject_reasons=dict(s.rejected_by_reason),
+            items=s.items, fps=s.frames / elapsed, model_path=str(classifier.path),
+            model_sha256=classifier.sha256, model_mtime_utc=model_mtime,
+            calibration_id=sorter.calibration_id, calibration_created_utc=getattr(sorter.calibration, "created_utc", ""), state=sorter.state, pid=os.getpid())
+        try:
+            write_runtime_status(path, status)
+        except OSError as exc:
+            log.debug("status file %s not written: %s", path, exc)
+
+    return write

@@ -1,0 +1,126 @@
+"""The live status file the running sorter rewrites every few seconds (``waste-sorter status`` reads it).
+
+Default place: ``/run/waste-sorter/status.json`` (``RuntimeDirectory=`` of the service). Writes are
+atomic (temporary file in the same directory, then rename), so a reader never sees half a file.
+Unknown keys are ignored and missing ones take defaults, so old readers read new writers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATUS_PATH = Path("/run/waste-sorter/status.json")
+
+STATES = ("starting", "learning", "sorting", "reloading", "stopping", "error")
+
+
+def utc_iso(t: float | None = None) -> str:
+    """UTC wall time as ISO 8601 with seconds and a ``Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    updated_utc: str  # when this file was written
+    started_utc: str  # when the sorter started
+    frames: int = 0  # frames read since start
+    frames_rejected: int = 0  # frames the exposure gate rejected since start
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    items: int = 0  # items sorted since start
+    fps: float = 0.0  # recent frame rate
+    model_path: str = ""
+    model_sha256: str = ""
+    model_mtime_utc: str = ""
+    calibration_id: str = ""
+    calibration_created_utc: str = ""
+    state: str = "starting"  # one of STATES
+    pid: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RuntimeStatus":
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, f in known.items():
+            if name not in raw:
+                continue
+            value = raw[name]
+            kind = str(f.type)
+            if kind == "int":
+                value = int(value)
+            elif kind == "float":
+                value = float(value)
+            elif kind == "str":
+                value = str(value)
+            else:  # reject_reasons
+                if not isinstance(value, dict):
+                    raise ValueError(f"{name}: expected an object")
+                value = {str(k): int(v) for k, v in value.items()}
+            values[name] = value
+        for required in ("updated_utc", "started_utc"):
+            if required not in values:
+                raise ValueError(f"{required}: missing")
+        return cls(**values)
+
+
+def write_runtime_status(path: Path, status: RuntimeStatus) -> None:
+    """Replace ``path`` atomically with ``status`` (mode 0644). Raises OSError on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(status.to_json() + "\n")
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)
+        os.replace(tmp, path)  # no fsync: the file lives in /run (tmpfs) and is rewritten often
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_runtime_status(path: Path) -> RuntimeStatus | None:
+    """The status in ``path``; None (with a warning unless it is just absent) when unusable."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable runtime status (%s)", path, exc)
+        return None
+    if not isinstance(raw, dict):
+        log.warning("%s: runtime status is not a JSON object", path)
+        return None
+    try:
+        return RuntimeStatus.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        log.warning("%s: invalid runtime status (%s)", path, exc)
+        return None
+
+
+def parse_utc(text: str) -> float | None:
+    """Seconds since the epoch for an ISO 8601 UTC time (``Z`` or offset); None if unparsable."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()

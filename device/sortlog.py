@@ -1,0 +1,179 @@
+"""The sort log: one JSON line per item, appended durably, rotated by size, read back.
+
+Files: ``sort.jsonl`` (current), ``sort.jsonl.1`` (previous), ... up to ``keep`` old files.
+Each record is written whole with one ``write`` + ``fsync``; rotation renames only between
+records, so no line is lost or duplicated. A reader skips a torn last line (a crash mid-write).
+
+When the disk is full or the directory read-only, sorting goes on: records wait in memory
+(bounded), one error a minute at most is logged, and the log catches up by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SortEvent:
+    """One item's decision, exactly as written to the sort log."""
+
+    ts: str  # UTC wall time of the decision, ISO 8601 with milliseconds
+    source_time: float  # seconds since the source started (frame timestamps)
+    item: int  # 1-based item counter of this run
+    label: str  # the classifier's top class ("" when no frame could be classified)
+    confidence: float  # averaged probability of ``label``
+    top3: tuple[tuple[str, float], ...]
+    bin: str
+    reason: str  # "" when sorted normally, else why it went to the fallback bin
+    frames_used: int
+    frames_rejected: int
+    reject_reasons: dict[str, int]
+    latency_ms: float  # settled -> actuated
+    model_sha256: str  # prefix
+    calibration_id: str
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["top3"] = [[name, round(p, 4)] for name, p in self.top3]
+        body["confidence"] = round(self.confidence, 4)
+        body["latency_ms"] = round(self.latency_ms, 2)
+        body["source_time"] = round(self.source_time, 3)
+        return json.dumps(body, separators=(",", ":"))
+
+
+def utc_now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+class SortLog:
+    """Appends records to ``path``; rotates at ``max_bytes`` keeping ``keep`` old files."""
+
+    def __init__(self, path: Path, *, max_bytes: int = 10_000_000, keep: int = 5,
+                 max_pending: int = 100_000, error_interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.error_interval_s = error_interval_s
+        self._clock = clock
+        self._pending: deque[str] = deque(maxlen=max_pending)
+        self._last_error_at: float | None = None
+        self.write_errors = 0
+
+    def append(self, event: SortEvent) -> bool:
+        """Queue the record and write all that waits; False if it is still waiting."""
+        self._pending.append(event.to_json() + "\n")
+        return self.flush()
+
+    def flush(self) -> bool:
+        try:
+            while self._pending:
+                line = self._pending[0]
+                self._rotate_if_needed(len(line.encode()))
+                self._write(line)
+                self._pending.popleft()
+        except OSError as exc:
+            self.write_errors += 1
+            now = self._clock()
+            if self._last_error_at is None or now - self._last_error_at >= self.error_interval_s:
+                self._last_error_at = now
+                log.error("sort log %s not writable (%s); %d record(s) kept in memory",
+                          self.path, exc.strerror or exc, len(self._pending))
+            return False
+        if self._last_error_at is not None:
+            log.warning("sort log %s writable again; caught up", self.path)
+            self._last_error_at = None
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _write(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size_before = os.fstat(fd).st_size
+            data = line.encode()
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(28, "short write")
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size_before)  # leave no torn record behind
+                raise
+        finally:
+            os.close(fd)
+
+    def _rotate_if_needed(self, incoming: int) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self.max_bytes:
+            return
+        for i in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        _fsync_dir(self.path.parent)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> "SortLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def log_files(path: Path) -> list[Path]:
+    """The current log and its rotated files, oldest first."""
+    path = Path(path)
+    rotated = []
+    for candidate in path.parent.glob(path.name + ".*"):
+        suffix = candidate.name[len(path.name) + 1:]
+        if suffix.isdigit():
+            rotated.append((int(suffix), candidate))
+    files = [p for _, p in sorted(rotated, reverse=True)]
+    return files + ([path] if path.exists() else [])
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record across rotated files, oldest first; torn or foreign lines are skipped."""
+    for file in log_files(path):
+        try:
+            with open(file, "rb") as fh:
+                for raw in fh:
+                    if not raw.endswith(b"\n"):
+                        break  # torn last line: written by a process that died mid-write
+                    try:
+                        record = json.loads(raw)
+                    except ValueError:
+                        log.warning("%s: skipped a malformed line", file)
+                        continue
+                    if isinstance(record, dict):
+                        yield record
+        except FileNotFoundError:
+            continue  # rotated away while reading

@@ -1,0 +1,151 @@
+"""Is the sorter running, and what did it do today?
+
+Reads the service state (systemctl), the live status file the sorter rewrites every few seconds
+(frame rate, rejected frames, model and calibration in use) and the sort log (last item, items
+today). Works without the service too: missing parts are reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from device.logs_cli import read_lines_from, record_time, resolve_log_path
+from device.runtime_status import DEFAULT_STATUS_PATH, RuntimeStatus, parse_utc, read_runtime_status
+from device.sortlog import log_files, read_records
+
+SERVICE = "waste-sorter.service"
+STALE_AFTER_S = 30.0  # the sorter rewrites the status file every few seconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status-file", type=Path, default=DEFAULT_STATUS_PATH,
+                        help=f"live status written by the sorter ({DEFAULT_STATUS_PATH})")
+    parser.add_argument("--config", type=Path, help="config file; its [log].path is the default log")
+    parser.add_argument("--log", type=Path, help="sort log (default: from --config, else the service's)")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def service_state(run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                  which: Callable[[str], str | None] = shutil.which) -> str:
+    """``systemctl is-active`` of the service: active, inactive, failed, ...; "unknown" without systemctl."""
+    systemctl = which("systemctl")
+    if systemctl is None:
+        return "unknown"
+    try:
+        result = run([systemctl, "is-active", SERVICE], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (result.stdout or "").strip() or "unknown"
+
+
+def local_day_start(now: float) -> float:
+    day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+def log_today(path: Path, now: float) -> tuple[dict[str, Any] | None, int]:
+    """The last record and the number of records since local midnight; reads newest files first."""
+    start = local_day_start(now)
+    last: dict[str, Any] | None = None
+    today = 0
+    for file in reversed(log_files(path)):
+        # A rotated file has no rotated siblings of its own, so read_records reads just that file.
+        records = read_lines_from(path, 0)[0] if file == path else read_records(file)
+        older_than_today = False
+        file_last = None
+        for record in records:
+            file_last = record
+            t = record_time(record)
+            if t is not None and t >= start:
+                today += 1
+            elif t is not None:
+                older_than_today = True
+        last = last or file_last
+        if older_than_today:
+            break
+    return last, today
+
+
+def _age(text: str, now: float) -> float | None:
+    t = parse_utc(text)
+    return None if t is None else max(0.0, now - t)
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / 86400:.0f} d"
+
+
+def collect(status_file: Path, log_path: Path, now: float, service: str) -> dict[str, Any]:
+    status: RuntimeStatus | None = read_runtime_status(status_file)
+    last, today = log_today(log_path, now)
+    report: dict[str, Any] = {"service": service, "status_file": str(status_file), "log": str(log_path),
+                              "items_today": today, "last_item": last, "runtime": None}
+    if last is not None:
+        t = record_time(last)
+        report["last_item_age_s"] = None if t is None else round(max(0.0, now - t), 1)
+    if status is not None:
+        updated_age = _age(status.updated_utc, now)
+        report["runtime"] = {
+            "state": status.state,
+            "stale": updated_age is None or updated_age > STALE_AFTER_S,
+            "updated_age_s": None if updated_age is None else round(updated_age, 1),
+            "uptime_s": None if _age(status.started_utc, now) is None else round(_age(status.started_utc, now), 1),
+            "fps": status.fps, "frames": status.frames, "frames_rejected": status.frames_rejected,
+            "rejected_rate": round(status.frames_rejected / status.frames, 4) if status.frames else None,
+            "reject_reasons": status.reject_reasons, "items_since_start": status.items,
+            "model_path": status.model_path, "model_sha256": status.model_sha256,
+            "model_age_s": _age(status.model_mtime_utc, now),
+            "calibration_id": status.calibration_id,
+            "calibration_age_s": _age(status.calibration_created_utc, now),
+        }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"service      {report['service']}"]
+    rt = report["runtime"]
+    if rt is None:
+        lines.append(f"live status  none at {report['status_file']} (sorter not running, or see --status-file)")
+    else:
+        stale = f"  STALE (updated {format_age(rt['updated_age_s'])} ago)" if rt["stale"] else ""
+        lines.append(f"state        {rt['state']}, up {format_age(rt['uptime_s'])}{stale}")
+        rate = "-" if rt["rejected_rate"] is None else f"{rt['rejected_rate'] * 100:.1f}%"
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(rt["reject_reasons"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"frames       {rt['fps']:.1f} fps, {rt['frames']} read, {rt['frames_rejected']} rejected "
+                     f"({rate}){': ' + reasons if reasons else ''}")
+        lines.append(f"model        {rt['model_path'] or '?'} sha256 {rt['model_sha256'][:12] or '?'}, "
+                     f"age {format_age(rt['model_age_s'])}")
+        lines.append(f"calibration  {rt['calibration_id'] or 'none'}, age {format_age(rt['calibration_age_s'])}")
+        lines.append(f"items        {rt['items_since_start']} since start")
+    lines.append(f"items today  {report['items_today']}  (log {report['log']})")
+    last = report["last_item"]
+    if last is None:
+        lines.append("last item    none")
+    else:
+        reason = f" [{last['reason']}]" if last.get("reason") else ""
+        lines.append(f"last item    #{last.get('item', '?')} {last.get('label') or '-'} -> {last.get('bin', '?')}"
+                     f"{reason}, {format_age(report.get('last_item_age_s'))} ago ({last.get('ts', '?')})")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace, *, out: TextIO | None = None, now: float | None = None,
+         service: str | None = None) -> int:
+    out = sys.stdout if out is None else out
+    now = time.time() if now is None else now
+    log_path = resolve_log_path(args.log, args.config)
+    report = collect(args.status_file, log_path, now, service_state() if service is None else service)
+    out.write((json.dumps(report) if args.json else format_report(report)) + "\n")
+    return 0

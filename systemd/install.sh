@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Install (or remove) the waste sorter as a systemd service on Raspberry Pi OS Bookworm.
+# Run from a checkout of the project: sudo systemd/install.sh   (idempotent: run it again to update)
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: sudo systemd/install.sh [--no-start] [--operator USER]
+       sudo systemd/install.sh --uninstall [--purge]
+
+Installs the waste sorter as waste-sorter.service:
+  user/group   waste-sorter (in the video and gpio groups)
+  venv         /opt/waste-sorter/venv (--system-site-packages: picamera2 from apt)
+  config       /etc/waste-sorter/config.toml (copied from device/config.example.toml if absent)
+  calibration  /var/lib/waste-sorter
+  logs         /var/log/waste-sorter/sort.jsonl
+  unit         /etc/systemd/system/waste-sorter.service (enabled and started)
+
+options:
+  --no-start       install and enable, but do not (re)start the service
+  --operator USER  also add USER to the waste-sorter group
+  --uninstall      stop and remove the unit, the venv and the user; keep config, calibration, logs
+  --purge          with --uninstall: also delete config, calibration and logs
+  -h, --help       this help
+EOF
+}
+
+SERVICE=waste-sorter.service
+SVC_USER=waste-sorter
+PREFIX=/opt/waste-sorter
+VENV=$PREFIX/venv
+CONF_DIR=/etc/waste-sorter
+STATE_DIR=/var/lib/waste-sorter
+LOG_DIR=/var/log/waste-sorter
+UNIT_DST=/etc/systemd/system/$SERVICE
+SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+mode=install
+purge=0
+start=1
+operator=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --uninstall) mode=uninstall ;;
+        --purge) purge=1 ;;
+        --no-start) start=0 ;;
+        --operator) [ $# -ge 2 ] || { echo "install.sh: --operator needs a user" >&2; exit 2; }
+                    operator=$2; shift ;;
+        *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$purge" = 1 ] && [ "$mode" != uninstall ]; then
+    echo "install.sh: --purge only goes with --uninstall" >&2; exit 2
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: run as root (sudo $0 $*)" >&2; exit 1
+fi
+
+say() { echo "install.sh: $*"; }
+
+do_uninstall() {
+    if systemctl list-unit-files "$SERVICE" >/dev/null 2>&1; then
+        systemctl disable --now "$SERVICE" 2>/dev/null || true
+    fi
+    rm -f "$UNIT_DST"
+    systemctl daemon-reload
+    systemctl reset-failed "$SERVICE" 2>/dev/null || true
+    rm -rf "$PREFIX"
+    if id -u "$SVC_USER" >/dev/null 2>&1; then
+        userdel "$SVC_USER" || true
+    fi
+    if getent group "$SVC_USER" >/dev/null; then
+        groupdel "$SVC_USER" 2>/dev/null || true
+    fi
+    if [ "$purge" = 1 ]; then
+        rm -rf "$CONF_DIR" "$STATE_DIR" "$LOG_DIR"
+        say "removed the service, venv, user, config, calibration and logs"
+    else
+        say "removed the service, venv and user; kept $CONF_DIR, $STATE_DIR and $LOG_DIR (--purge deletes them)"
+    fi
+}
+
+do_install() {
+    [ -f "$SRC_DIR/pyproject.toml" ] || { echo "install.sh: no pyproject.toml in $SRC_DIR" >&2; exit 1; }
+
+    say "packages (apt)"
+    apt-get install -y --no-install-recommends python3-venv python3-picamera2 >/dev/null
+
+    say "user $SVC_USER (groups video, gpio)"
+    getent group video >/dev/null || groupadd --system video
+    getent group gpio >/dev/null || groupadd --system gpio
+    if ! id -u "$SVC_USER" >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "waste sorter" "$SVC_USER"
+    fi
+    usermod -a -G video,gpio "$SVC_USER"
+    if [ -n "$operator" ]; then
+        usermod -a -G "$SVC_USER" "$operator"
+    fi
+
+    say "venv $VENV"
+    install -d -m 0755 "$PREFIX"
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv --system-site-packages "$VENV"
+    fi
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    "$VENV/bin/pip" install --quiet --upgrade "$SRC_DIR[pi]"
+    install -d -m 0755 "$PREFIX/systemd"
+    install -m 0644 "$SRC_DIR/systemd/README.md" "$PREFIX/systemd/README.md"
+
+    say "config $CONF_DIR/config.toml, calibration $STATE_DIR, logs $LOG_DIR"
+    install -d -m 0755 "$CONF_DIR"
+    if [ ! -e "$CONF_DIR/config.toml" ]; then
+        if [ -f "$SRC_DIR/device/config.example.toml" ]; then
+            install -m 0644 "$SRC_DIR/device/config.example.toml" "$CONF_DIR/config.toml"
+        else
+            echo "install.sh: warning: no device/config.example.toml; write $CONF_DIR/config.toml yourself" >&2
+        fi
+    fi
+    install -d -m 0755 -o "$SVC_USER" -g "$SVC_USER" "$STATE_DIR" "$LOG_DIR"
+
+    say "unit $UNIT_DST"
+    install -m 0644 "$SRC_DIR/systemd/$SERVICE" "$UNIT_DST"
+    systemctl daemon-reload
+    systemctl enable "$SERVICE" >/dev/null
+    if [ "$start" = 1 ]; then
+        systemctl restart "$SERVICE"
+        say "started; check with: waste-sorter status   (or journalctl -u $SERVICE)"
+    else
+        say "enabled; start with: systemctl start $SERVICE"
+    fi
+    if ! grep -qs '^dtparam=strict_gpiod' /boot/firmware/config.txt; then
+        say "note: add dtparam=strict_gpiod to /boot/firmware/config.txt (see systemd/README.md)"
+    fi
+}
+
+"do_$mode"

@@ -1,0 +1,260 @@
+"""calibration.store: schema, strict loading (fuzzed), atomic saving, history and rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from calibration import atomic, store
+from calibration.store import Calibration, ExposureTarget
+from device.camera import ExposureControls
+from device.errors import CalibrationError
+from device.gate import BoardStats, GateThresholds
+
+
+def make_calibration(cal_id: str = "20250101T120000Z-aaaaaa", exposure_us: int = 8000) -> Calibration:
+    return Calibration(
+        id=cal_id, created_utc="2025-01-01T12:00:00+00:00", exposure_us=exposure_us, analogue_gain=1.5,
+        colour_gains=(1.9, 1.6), board_reference=f"board-{cal_id}.png",
+        board=BoardStats(190.0, 0.001, (0.0,) * 16), gate=GateThresholds(max_level_rise=39.0),
+        target=ExposureTarget(), board_mean_rgb=(180.0, 182.0, 179.0), image_size=(32, 24), frames=5,
+        source="sim", exposure_searched=True)
+
+
+BOARD = np.full((24, 32, 3), 190, np.uint8)
+
+
+def valid_doc() -> dict:
+    return make_calibration().to_dict()
+
+
+def write_doc(path: Path, doc) -> Path:
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+def test_roundtrip_and_board_image(tmp_path):
+    cal = make_calibration()
+    path = store.save_calibration(tmp_path / "cal" / "calibration.json", cal, BOARD)
+    loaded = store.load_calibration(path)
+    assert loaded == cal
+    assert loaded.controls == ExposureControls(8000, 1.5, (1.9, 1.6))
+    image = store.load_board_image(path, loaded)
+    assert image.dtype == np.uint8 and image.shape == (24, 32, 3) and (image == 190).all()
+    assert store.load_with_board(path)[0] == cal
+
+
+def test_missing_board_image(tmp_path):
+    path = store.save_calibration(tmp_path / "calibration.json", make_calibration(), BOARD)
+    (tmp_path / make_calibration().board_reference).unlink()
+    with pytest.raises(CalibrationError, match="board reference image"):
+        store.load_board_image(path, store.load_calibration(path))
+
+
+def _set(doc: dict, keys: tuple, value) -> dict:
+    node = doc
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize("keys, value, expected", [
+    (("exposure_us",), float("nan"), "not valid JSON"),  # json.dumps writes NaN
+    (("analogue_gain",), float("inf"), "not valid JSON"),
+    (("exposure_us",), 10 ** 30, "exposure_us: must be an integer in"),
+    (("exposure_us",), 8000.5, "exposure_us: must be an integer"),
+    (("exposure_us",), True, "exposure_us: must be an integer"),
+    (("analogue_gain",), "1.5", "analogue_gain: must be a number"),
+    (("analogue_gain",), 1e300, "analogue_gain: must be a number in"),
+    (("colour_gains",), [1.0], "colour_gains: must have 2 items"),
+    (("colour_gains",), [1.0, None], "colour_gains[1]: must be a number"),
+    (("board", "cell_saturated_frac"), [0.0] * 15, "board.cell_saturated_frac: must have 16"),
+    (("board", "median_luma"), -1, "board.median_luma: must be a number in"),
+    (("gate", "saturation_level"), 300, "gate.saturation_level"),
+    (("gate", "surprise"), 1, "gate.surprise: unknown key"),
+    (("surprise",), 1, "surprise: unknown key"),
+    (("target",), [], "target: must be an object"),
+    (("board_reference",), "../../etc/passwd.png", "board_reference: invalid value"),
+    (("id",), "a/b", "id: invalid value"),
+    (("created_utc",), "yesterday", "created_utc: not an ISO 8601"),
+    (("schema",), 2, "schema: unsupported"),
+    (("exposure_searched",), 1, "exposure_searched: must be true or false"),
+])
+def test_hostile_values_rejected(tmp_path, keys, value, expected):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(_set(valid_doc(), keys, value)))
+    with pytest.raises(CalibrationError) as info:
+        store.load_calibration(path)
+    message = str(info.value)
+    assert expected in message and str(path) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "not valid JSON"),
+    ("[1, 2]", "must be an object"),
+    ("{\"exposure_us\": Infinity}", "not valid JSON"),
+    ("{\"exposure_us\": -Infinity}", "not valid JSON"),
+    ("{\"a\": " + "9" * 5000 + "}", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ("{\"a\": 1", "not valid JSON"),
+    (" " * (store.MAX_FILE_BYTES + 10), "too large"),
+])
+def test_not_a_calibration(tmp_path, text, expected):
+    path = write_doc(tmp_path / "calibration.json", text)
+    with pytest.raises(CalibrationError, match=expected):
+        store.load_calibration(path)
+
+
+def test_overflowing_float_literal(tmp_path):
+    text = json.dumps(valid_doc()).replace('"analogue_gain": 1.5', '"analogue_gain": 1e999')
+    with pytest.raises(CalibrationError, match="analogue_gain: must be finite"):
+        store.load_calibration(write_doc(tmp_path / "calibration.json", text))
+
+
+def test_missing_key_and_binary_and_missing_file(tmp_path):
+    doc = valid_doc()
+    del doc["gate"]["min_level_ratio"]
+    with pytest.raises(CalibrationError, match="gate.min_level_ratio: missing key"):
+        store.load_calibration(write_doc(tmp_path / "a.json", doc))
+    (tmp_path / "b.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CalibrationError, match="not UTF-8"):
+        store.load_calibration(tmp_path / "b.json")
+    with pytest.raises(CalibrationError, match="does not exist"):
+        store.load_calibration(tmp_path / "nope.json")
+    with pytest.raises(CalibrationError, match="unreadable"):
+        store.load_calibration(tmp_path)  # a folder
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+def _leaf_paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield prefix + (key,)
+            yield from _leaf_paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield prefix + (i,)
+            yield from _leaf_paths(value, prefix + (i,))
+
+
+PATHS = list(_leaf_paths(valid_doc()))
+
+
+def _check_only_calibration_errors(data: bytes) -> None:
+    try:
+        result = store.parse_bytes(data, "fuzz.json")
+    except CalibrationError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("fuzz.json: ")
+    else:
+        assert isinstance(result, Calibration)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(PATHS), json_values)
+def test_fuzz_one_value_replaced(keys, value):
+    doc = _set(valid_doc(), keys, value)
+    _check_only_calibration_errors(json.dumps(doc).encode())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                 json_values.map(lambda v: json.dumps(v).encode())))
+def test_fuzz_arbitrary_input(data):
+    _check_only_calibration_errors(data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(PATHS))
+def test_fuzz_key_removed(keys):
+    doc = valid_doc()
+    node = doc
+    for key in keys[:-1]:
+        node = node[key]
+    del node[keys[-1]]
+    _check_only_calibration_errors(json.dumps(doc).encode())
+
+
+def _temps(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("target", ["replace", "fsync"])
+def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch, target):
+    path = tmp_path / "calibration.json"
+    store.save_calibration(path, make_calibration("old-1"), BOARD)
+    before = path.read_bytes()
+    calls = {"n": 0}
+    real = os.replace if target == "replace" else os.fsync
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if target == "fsync" or Path(args[1]).name == "calibration.json":
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, target, failing)
+    with pytest.raises(CalibrationError, match="could not be written"):
+        store.save_calibration(path, make_calibration("new-2", exposure_us=9000), BOARD)
+    monkeypatch.undo()
+    assert calls["n"] > 0
+    assert path.read_bytes() == before
+    assert store.load_calibration(path).id == "old-1"
+    assert _temps(tmp_path) == [] and store.history(path) == []  # old-1 is still current, not history
+
+
+def test_stray_temp_files_cleaned(tmp_path):
+    path = tmp_path / "calibration.json"
+    store.save_calibration(path, make_calibration("a-1"), BOARD)
+    stray = atomic.temp_path(path)
+    stray.write_text("{ half a fi")
+    store.save_calibration(path, make_calibration("b-2"), BOARD)
+    assert not stray.exists() and _temps(tmp_path) == []
+
+
+def test_rollback(tmp_path):
+    path = tmp_path / "calibration.json"
+    with pytest.raises(CalibrationError, match="no earlier calibration"):
+        store.rollback(path)
+    for i, cal_id in enumerate(["a-1", "b-2", "c-3"]):
+        store.save_calibration(path, make_calibration(cal_id, exposure_us=1000 * (i + 1)), BOARD)
+    assert [p.name for p in store.history(path)] == ["0001-a-1.json", "0002-b-2.json"]
+    assert store.rollback(path).id == "b-2"
+    assert store.load_calibration(path).id == "b-2"
+    assert store.rollback(path).id == "a-1"
+    assert store.load_calibration(path).exposure_us == 1000
+    with pytest.raises(CalibrationError, match="no earlier calibration"):
+        store.rollback(path)
+    assert store.load_calibration(path).id == "a-1"  # unchanged by the failed rollback
+    kept = sorted(p.name for p in (tmp_path / "history").glob("rolled-back-*.json"))
+    assert kept == ["rolled-back-b-2.json", "rolled-back-c-3.json"]
+    assert _temps(tmp_path) == []
+
+
+def test_history_pruned_with_its_pictures(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "KEEP_VERSIONS", 2)
+    path = tmp_path / "calibration.json"
+    for i in range(5):
+        store.save_calibration(path, make_calibration(f"v-{i}"), BOARD)
+    assert [p.name for p in store.history(path)] == ["0003-v-2.json", "0004-v-3.json"]
+    assert sorted(p.name for p in tmp_path.glob("board-*.png")) == ["board-v-2.png", "board-v-3.png", "board-v-4.png"]
+
+
+def test_rejects_bad_board_and_never_writes_invalid(tmp_path):
+    with pytest.raises(CalibrationError, match="uint8"):
+        store.save_calibration(tmp_path / "c.json", make_calibration(), BOARD.astype(np.float32))
+    with pytest.raises(CalibrationError, match="analogue_gain"):
+        store.save_calibration(tmp_path / "c.json", replace(make_calibration(), analogue_gain=0.1), BOARD)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,56 @@
+"""Config: the example file documents the defaults; bad values name their key path."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from device.config import Config, load_config, parse_config
+from device.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "device" / "config.example.toml"
+
+
+def test_example_file_is_valid_and_matches_the_defaults():
+    config = load_config(EXAMPLE)
+    defaults = Config()
+    # the example sets two deployment paths; everything else is the built-in default
+    assert config.calibration.path == "/var/lib/waste-sorter/calibration.json"
+    assert config.log.path == "/var/log/waste-sorter/sort.jsonl"
+    assert replace(config, calibration=defaults.calibration,
+                   log=replace(config.log, path=defaults.log.path)) == defaults
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"camera": {"fps": 3}}, "camera.fps: unknown key"),
+    ({"kamera": {}}, "kamera: unknown section"),
+    ({"camera": {"width": True}}, "camera.width: expected int, got bool"),
+    ({"camera": {"timeout_s": float("inf")}}, "camera.timeout_s: must be a finite number"),
+    ({"gate": {"saturation_level": 300}}, r"gate.saturation_level: 300 is out of range \[128, 255\]"),
+    ({"presence": {"settle_s": "1"}}, "presence.settle_s: expected float, got str"),
+    ({"actuators": {"d": {"type": "servo"}}}, "actuators.d:.*pin"),
+    ({"actuators": {"d": {"type": "laser", "pin": 3}}}, "actuators.d.type: 'laser' is not one of"),
+    ({"actuators": {"d": {"type": "servo", "pin": 40}}}, r"actuators.d.pin: 40 is out of range \[0, 27\]"),
+    ({"bins": {"x": {"actuator": "none"}}}, "bins.x.actuator: no actuator named 'none'"),
+    ({"bins": {"x": {"actuator": "diverter", "angle_deg": 120}}}, "bins.x.angle_deg: 120.0 is outside"),
+    ({"routing": {"fallback_bin": "moon"}}, "routing.fallback_bin: no bin named 'moon'"),
+    ({"routing": {"classes": {"glass": "moon"}}}, "routing.classes.glass: no bin named 'moon'"),
+    ({"routing": {"classes": {"glass": 3}}}, "routing.classes.glass: expected str"),
+])
+def test_bad_values_are_rejected_with_the_key_path(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera\nwidth = 3")
+    with pytest.raises(ConfigError, match=r"bad.toml: invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"missing.toml: config file does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad.write_text("[gate]\nmin_level_ratio = 2\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: gate.min_level_ratio: 2.0 is out of range"):
+        load_config(bad)

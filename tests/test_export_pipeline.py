@@ -1,0 +1,139 @@
+"""Workstation side: split, train -> export -> quantize -> evaluate on a few real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.classifier import Classifier
+from device.cli import main as cli_main
+from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
+from device.errors import DataError
+from export.evaluate import Evaluation
+from export.package import read_metadata
+from export.split import load_split, make_split
+
+PER_CLASS = 8
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, ) -> Path:
+    """An ImageFolder of PER_CLASS real TrashNet photos per class (symlinks into ../shared)."""
+    from conftest import TRASHNET
+
+    root = tmp_path_factory.mktemp("data")
+    for class_dir in sorted(p for p in TRASHNET.iterdir() if p.is_dir()):
+        (root / class_dir.name).mkdir()
+        for photo in sorted(class_dir.glob("*.jpg"))[:PER_CLASS]:
+            (root / class_dir.name / photo.name).symlink_to(photo)
+    return root
+
+
+def test_split_is_deterministic_and_stratified(trashnet):
+    a = make_split(trashnet, val_frac=0.1, test_frac=0.15, seed=0)
+    b = make_split(trashnet, val_frac=0.1, test_frac=0.15, seed=0)
+    c = make_split(trashnet, val_frac=0.1, test_frac=0.15, seed=1)
+    assert a.sha256 == b.sha256 and a.files == b.files
+    assert a.sha256 != c.sha256
+    all_files = [f for s in ("train", "val", "test") for f, _ in a.files[s]]
+    assert len(all_files) == len(set(all_files)) == 2148
+    trash = a.classes.index("trash")  # 116 photos: 17 test, 12 val
+    assert sum(1 for _, label in a.files["test"] if label == trash) == round(116 * 0.15)
+    assert sum(1 for _, label in a.files["val"] if label == trash) == round(116 * 0.10)
+
+
+def test_split_manifest_round_trip_and_tampering(small_data, tmp_path):
+    split = make_split(small_data, val_frac=0.25, test_frac=0.25, seed=3)
+    split.save(tmp_path / "split.json")
+    assert load_split(tmp_path / "split.json", small_data).sha256 == split.sha256
+    raw = json.loads((tmp_path / "split.json").read_text())
+    raw["train"] = raw["train"][1:]
+    (tmp_path / "split.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="hash does not match"):
+        load_split(tmp_path / "split.json", small_data)
+
+
+def test_evaluation_figures_are_exact():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.full((6, 3), 0.1)
+    probs[np.arange(6), predicted] = 0.8
+    summary = Evaluation(("a", "b", "c"), labels, probs, tuple(f"p{i}" for i in range(6))).summary()
+    assert summary["accuracy"] == pytest.approx(4 / 6)
+    assert summary["n"] == 6
+    assert summary["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert summary["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "n": 3}
+    assert summary["per_class"]["b"] == {"precision": 0.5, "recall": 0.5, "n": 2}
+    assert summary["per_class"]["c"] == {"precision": 0.5, "recall": 1.0, "n": 1}
+
+
+TRAIN = ["--val-frac", "0.25", "--test-frac", "0.25", "--input-size", "64", "--batch-size", "8",
+         "--epochs", "1", "--no-amp"]
+
+
+@pytest.mark.slow
+def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(teacher), "--arch",
+                     "efficientnet_lite0", "--init", "imagenet", "--opt", "adamw", "--lr", "1e-3", *TRAIN]) == 0
+    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(student), "--split",
+                     str(teacher / "split.json"), "--teacher", str(teacher / "checkpoint.pth"), "--mixup", "0.5",
+                     "--min-input-size", "32", *TRAIN]) == 0
+    fp32, int8 = tmp_path / "m-fp32.onnx", tmp_path / "m-int8.onnx"
+    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
+                     "--split", str(teacher / "split.json"), "--out", str(fp32), "--parity-photos", "4"]) == 0
+    assert "max |Δlogit|" in capsys.readouterr().out
+    assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
+                     str(teacher / "split.json"), "--out", str(int8), "--calibration-photos", "8",
+                     "--max-drop", "100", "--report", str(tmp_path / "q.json")]) == 0
+    meta = read_metadata(int8)
+    contract = ModelContract.from_json(meta[KEY_CONTRACT])
+    assert contract.classes == ("cardboard", "glass", "metal", "paper", "plastic", "trash")
+    assert (contract.input_width, contract.input_height) == (64, 48)
+    assert meta[KEY_SPLIT_SHA256] == load_split(teacher / "split.json", small_data).sha256
+    assert "test_acc_int8" in json.loads(meta[KEY_METRICS])
+    classifier = Classifier(int8)  # the device loads it: manifest SHA-256 and contract check out
+    assert classifier.classes == contract.classes
+    manifest = json.loads(int8.with_suffix(".manifest.json").read_text())
+    assert manifest["sha256"] == classifier.sha256
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_data), "--json",
+                     "--out-dir", str(tmp_path / "eval")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 6 * PER_CLASS and 0 <= report["accuracy"] <= 1
+    assert np.array(report["confusion"]).sum() == report["n"]
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+def test_find_lr_writes_plot(small_data, tmp_path, capsys):
+    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--find-lr", *TRAIN]) == 0
+    assert "suggested --lr" in capsys.readouterr().out
+    assert (tmp_path / "lr_find.png").stat().st_size > 1000
+
+
+def test_damaged_checkpoint_is_a_clear_error(small_data, tmp_path, capsys):
+    (tmp_path / "checkpoint.pth").write_bytes(b"PK\x03\x04 not really a zip")
+    code = cli_main(["export", "--checkpoint", str(tmp_path / "checkpoint.pth"), "--data", str(small_data),
+                     "--out", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert code == DataError.exit_code
+    assert err.startswith("waste-sorter export: error:") and "damaged" in err and "\n" not in err
+    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *TRAIN])
+    assert code == DataError.exit_code and "cannot resume" in capsys.readouterr().err
+
+
+def test_damaged_data_folder_is_a_clear_error(small_data, tmp_path, capsys):
+    assert cli_main(["train", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o"), *TRAIN]) == 65
+    assert "data folder does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    for c in ("a", "b"):
+        (broken / c).mkdir(parents=True)
+        for i in range(6):
+            (broken / c / f"{i}.jpg").write_bytes((small_data / "glass").iterdir().__next__().read_bytes())
+    (broken / "b" / "5.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert cli_main(["train", "--data", str(broken), "--output-dir", str(tmp_path / "o2"), "--val-frac", "0",
+                     "--test-frac", "0", "--batch-size", "4", "--epochs", "1", "--no-amp"]) == 65
+    assert "5.jpg: not a readable image" in capsys.readouterr().err
