@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reload = parser.add_argument_group("reload")
     reload.add_argument("--no-reload", action="store_true", help="do not reload the running sorter")
     reload.add_argument("--unit", default=UNIT, help=f"systemd unit to reload (default {UNIT})")
+    parser.add_argument("--test-item", action="store_true",
+                        help="step 7: after saving, wait for an item and show what the classifier says")
     parser.add_argument("-y", "--yes", action="store_true", help="no prompts (also when stdin is not a terminal)")
 
 
@@ -210,6 +212,14 @@ def _calibrate(args: argparse.Namespace, out: Path, source: str, size: tuple[int
                  f"colour gains {controls.colour_gains[0]:.2f}/{controls.colour_gains[1]:.2f}")
         _say(f"3. Board reference: median of {args.frames} frames ...")
         reference = make_reference(capture_frames(camera, args.frames), saturation_level)
+        code = _finish(args, out, source, config, controls, searched, reference, target)
+        if code == 0 and args.test_item:
+            _test_item(args, camera, config, reference.image)
+        return code
+
+
+def _finish(args, out, source, config, controls, searched, reference, target) -> int:
+    """Steps 4-6: gate thresholds, save, reload."""
     board = reference.board
     _say(f"   board median luma {board.median_luma:.1f}, {100 * board.saturated_frac:.2f}% clipped "
          f"({reference.image.shape[1]}x{reference.image.shape[0]})")
@@ -247,6 +257,45 @@ def _calibrate(args: argparse.Namespace, out: Path, source: str, size: tuple[int
     _say("6. Reload:")
     _reload(args)
     cfg = f" --config {args.config}" if args.config else ""
-    _say(f"7. Test item: place one item on the board and run `waste-sorter run{cfg}` to see what it is "
-         f"classified as (Ctrl-C to stop); `waste-sorter calibrate --check{cfg}` checks for drift later.")
+    if not args.test_item:
+        _say(f"7. Test item: `waste-sorter calibrate --test-item{cfg}` or `waste-sorter run{cfg}` shows what "
+             f"an item is classified as; `waste-sorter calibrate --check{cfg}` checks for drift later.")
     return 0
+
+
+def _test_item(args, camera, config, board_image, max_frames: int = 300) -> None:
+    """Step 7: wait for an item to settle on the board, then show the gate and the classifier."""
+    from device.classifier import Classifier
+    from device.errors import ModelError
+    from device.gate import ExposureGate, board_stats
+    from device.presence import PresenceDetector
+
+    try:
+        classifier = Classifier(config.model.path or None, threads=config.model.threads)
+    except ModelError as exc:
+        _say(f"7. Test item: skipped, the model cannot be loaded: {exc}")
+        return
+    gate = ExposureGate(config.gate, board_stats(board_image, config.gate.saturation_level))
+    presence = PresenceDetector(config.presence, reference=board_image)
+    _pause(args, "7. Test item: place one item on the board.")
+    accepted = []
+    for _ in range(max_frames):
+        frame = camera.capture()
+        if frame is None:
+            break
+        verdict = gate.check(frame.image)
+        update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
+        if update.stable and verdict.accepted:
+            accepted.append(frame.image)
+        elif not verdict.accepted:
+            _say(f"   frame {frame.index}: rejected ({verdict.reason})")
+        if update.event == "settled":
+            break
+    else:
+        accepted = []
+    if not accepted:
+        _say(f"   no settled, usable item seen in {max_frames} frames: check the board and the light")
+        return
+    prediction = classifier.classify(accepted[-config.model.frames_per_item:])
+    top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
+    _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)")

@@ -8,11 +8,14 @@ calibration) and every capture waits at most ``timeout_s``, since a capture can 
 from __future__ import annotations
 
 import logging
+import time
 
 from device.camera import CameraBase, ExposureControls, Frame
 from device.errors import CameraError
 
 log = logging.getLogger(__name__)
+
+WAIT_SLICE_S = 0.05
 
 
 class Picamera2Camera(CameraBase):
@@ -48,9 +51,16 @@ class Picamera2Camera(CameraBase):
         })
 
     def capture(self) -> Frame:
+        deadline = time.monotonic() + self.timeout_s
         try:
             job = self._cam.capture_request(wait=False)
-            request = self._cam.wait(job, timeout=self.timeout_s)
+            while True:  # short slices, so a signal handler runs promptly (see OpenCVCamera)
+                try:
+                    request = self._cam.wait(job, timeout=WAIT_SLICE_S)
+                    break
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
         except TimeoutError:
             raise CameraError(f"picamera2: no frame within {self.timeout_s:.1f} s") from None
         except Exception as exc:

@@ -105,7 +105,7 @@ class Config:
 
 #: Allowed ranges (inclusive) by key path; "*" stands for any table name.
 RANGES: dict[str, tuple[float, float]] = {
-    "camera.width": (64, 4096), "camera.height": (48, 4096), "camera.timeout_s": (0.1, 60),
+    "camera.width": (64, 4096), "camera.height": (48, 4096), "camera.timeout_s": (0.1, 15),
     "camera.folder_fps": (0.1, 240),
     "model.threads": (1, 16), "model.frames_per_item": (1, 30),
     "gate.saturation_level": (128, 255), "gate.max_extra_saturated_frac": (0.01, 1),
