@@ -212,14 +212,14 @@ def _calibrate(args: argparse.Namespace, out: Path, source: str, size: tuple[int
                  f"colour gains {controls.colour_gains[0]:.2f}/{controls.colour_gains[1]:.2f}")
         _say(f"3. Board reference: median of {args.frames} frames ...")
         reference = make_reference(capture_frames(camera, args.frames), saturation_level)
-        code = _finish(args, out, source, config, controls, searched, reference, target)
-        if code == 0 and args.test_item:
-            _test_item(args, camera, config, reference.image)
-        return code
+        calibration = _finish(args, out, source, config, controls, searched, reference, target)
+        if args.test_item:
+            _test_item(args, camera, config, calibration, reference.image)
+        return 0
 
 
-def _finish(args, out, source, config, controls, searched, reference, target) -> int:
-    """Steps 4-6: gate thresholds, save, reload."""
+def _finish(args, out, source, config, controls, searched, reference, target) -> Calibration:
+    """Steps 4-6: gate thresholds, save, reload; returns the calibration written."""
     board = reference.board
     _say(f"   board median luma {board.median_luma:.1f}, {100 * board.saturated_frac:.2f}% clipped "
          f"({reference.image.shape[1]}x{reference.image.shape[0]})")
@@ -246,12 +246,14 @@ def _finish(args, out, source, config, controls, searched, reference, target) ->
     try:
         store.save_calibration(out, calibration, reference.image)
     except BaseException:
-        histogram.unlink(missing_ok=True)
+        if histogram is not None:
+            histogram.unlink(missing_ok=True)
         raise
     folder = out.resolve().parent
     _say(f"5. Saved calibration {cal_id} to {out.resolve()} (previous versions in {folder / store.HISTORY_DIR})")
     host = socket.gethostname()
-    _say(f"   to look at it: scp {host}:{folder / calibration.board_reference} {host}:{histogram.resolve()} .")
+    pictures = [folder / calibration.board_reference] + ([histogram.resolve()] if histogram else [])
+    _say(f"   to look at it: scp {' '.join(f'{host}:{p}' for p in pictures)} .")
     if config.calibration.path and Path(config.calibration.path).resolve() != out.resolve():
         _say(f"   note: the config reads {config.calibration.path}, not this file")
     _say("6. Reload:")
@@ -260,14 +262,15 @@ def _finish(args, out, source, config, controls, searched, reference, target) ->
     if not args.test_item:
         _say(f"7. Test item: `waste-sorter calibrate --test-item{cfg}` or `waste-sorter run{cfg}` shows what "
              f"an item is classified as; `waste-sorter calibrate --check{cfg}` checks for drift later.")
-    return 0
+    return calibration
 
 
-def _test_item(args, camera, config, board_image, max_frames: int = 300) -> None:
-    """Step 7: wait for an item to settle on the board, then show the gate and the classifier."""
+def _test_item(args, camera, config, calibration, board_image, max_frames: int = 300) -> None:
+    """Step 7: wait for an item to settle on the new calibration's board, then show what the
+    gate and the classifier make of it (the same gate, presence and classifier as the sorter)."""
     from device.classifier import Classifier
     from device.errors import ModelError
-    from device.gate import ExposureGate, board_stats
+    from device.gate import ExposureGate
     from device.presence import PresenceDetector
 
     try:
@@ -275,7 +278,7 @@ def _test_item(args, camera, config, board_image, max_frames: int = 300) -> None
     except ModelError as exc:
         _say(f"7. Test item: skipped, the model cannot be loaded: {exc}")
         return
-    gate = ExposureGate(config.gate, board_stats(board_image, config.gate.saturation_level))
+    gate = ExposureGate(calibration.gate, calibration.board)
     presence = PresenceDetector(config.presence, reference=board_image)
     _pause(args, "7. Test item: place one item on the board.")
     accepted = []
@@ -285,11 +288,13 @@ def _test_item(args, camera, config, board_image, max_frames: int = 300) -> None
             break
         verdict = gate.check(frame.image)
         update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
-        if update.stable and verdict.accepted:
-            accepted.append(frame.image)
-        elif not verdict.accepted:
+        if not verdict.accepted:
             _say(f"   frame {frame.index}: rejected ({verdict.reason})")
-        if update.event == "settled":
+        elif update.stable or update.event == "unsettled":
+            accepted.append(frame.image)
+        elif not update.stable:
+            accepted.clear()  # it moved: only the frames of the final still run count
+        if update.event in ("settled", "unsettled"):
             break
     else:
         accepted = []

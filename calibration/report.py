@@ -12,16 +12,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration import atomic
+from device import atomic
 from calibration.store import Calibration
 
 log = logging.getLogger(__name__)
 
 
-def write_histogram(path: Path, board_image: np.ndarray, calibration: Calibration) -> Path:
-    """Luma and per-channel histograms of the board, with the target and clipping level marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def write_histogram(path: Path, board_image: np.ndarray, calibration: Calibration) -> Path | None:
+    """Luma and per-channel histograms of the board, with the target and clipping level marked.
+    None (with a warning) where matplotlib is not installed (on a Pi: apt install python3-matplotlib)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.warning("matplotlib is not installed: no histogram PNG (apt install python3-matplotlib)")
+        return None
 
     luma = cv2.cvtColor(board_image, cv2.COLOR_RGB2GRAY)
     fig = Figure(figsize=(7, 4), dpi=100)

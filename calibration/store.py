@@ -56,7 +56,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from calibration import atomic
+from device import atomic
 from device.camera import ExposureControls
 from device.errors import CalibrationError
 from device.gate import GRID, BoardStats, GateThresholds

@@ -107,7 +107,7 @@ class BinActuators:
         """Return every actuator whose time is up to its safe state."""
         for name in [n for n, a in self._active.items() if now_s + TIME_TOLERANCE_S >= a.until_s]:
             self._make_safe(name)
-            del self._active[name]
+            self._active.pop(name, None)  # a signal handler's safe_all() may have cleared it
 
     @property
     def busy(self) -> bool:

@@ -113,7 +113,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "gate.min_median_luma": (0, 200), "gate.min_level_ratio": (0, 1),
     "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
     "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
-    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30),
+    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
     "presence.clear_s": (0.0, 30), "presence.learn_s": (0.0, 60), "presence.adapt_rate": (0, 1),
     "routing.min_confidence": (0, 1),
     "actuators.*.pin": (0, 27), "actuators.*.min_angle_deg": (-180, 180),
@@ -179,11 +179,12 @@ def _string_map(table: Any, path: str) -> dict[str, str]:
     return {k: _check_value(v, str, f"{path}.{k}", "") for k, v in table.items()}
 
 
-def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document; errors name the key path (the caller adds the file)."""
     sections = {f.name: f for f in fields(Config)}
     for key in raw:
         if key not in sections:
-            raise ConfigError(f"{source}: {key}: unknown section (known: {', '.join(sections)})")
+            raise ConfigError(f"{key}: unknown section (known: {', '.join(sections)})")
     values: dict[str, Any] = {}
     for name, cls in (("camera", CameraConfig), ("model", ModelConfig), ("calibration", CalibrationConfig),
                       ("gate", GateThresholds), ("presence", PresenceSettings), ("routing", RoutingConfig),
@@ -193,7 +194,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
     for name, cls in (("actuators", ActuatorConfig), ("bins", BinConfig)):
         if name in raw:
             if not isinstance(raw[name], dict) or not raw[name]:
-                raise ConfigError(f"{source}: {name}: expected a non-empty table of tables")
+                raise ConfigError(f"{name}: expected a non-empty table of tables")
             values[name] = {k: _build(cls, v, f"{name}.{k}", f"{name}.*") for k, v in raw[name].items()}
     config = Config(**values)
     _check_references(config)
@@ -213,6 +214,9 @@ def _check_references(config: Config) -> None:
                 actuator.min_angle_deg < actuator.max_angle_deg
                 and actuator.min_angle_deg <= actuator.home_angle_deg <= actuator.max_angle_deg):
             raise ConfigError(f"actuators.{name}: need min_angle_deg < max_angle_deg with home_angle_deg between")
+    if config.presence.max_settle_s <= config.presence.settle_s:
+        raise ConfigError(f"presence.max_settle_s: {config.presence.max_settle_s} must be longer than "
+                          f"presence.settle_s ({config.presence.settle_s})")
     if config.routing.fallback_bin not in config.bins:
         raise ConfigError(f"routing.fallback_bin: no bin named {config.routing.fallback_bin!r}")
     for label, bin_name in config.routing.classes.items():
@@ -234,6 +238,6 @@ def load_config(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     try:
-        return parse_config(raw, str(path))
+        return parse_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from device.errors import ModelError
+from device.errors import DataError, ModelError
 
 #: Metadata keys written into the ONNX model (``metadata_props``). Defined here only.
 KEY_CONTRACT = "waste_sorter.contract"
@@ -125,9 +125,12 @@ def preprocess(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """Read a photo from disk as uint8 HxWx3 RGB, or raise ``ValueError`` naming the file."""
-    data = np.fromfile(path, dtype=np.uint8)
+    """Read a photo from disk as uint8 HxWx3 RGB, or raise :class:`DataError` naming the file."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise ValueError(f"{path}: not a readable image")
+        raise DataError(f"{path}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from device.contract import read_rgb
+from device.errors import DataError
 
 FRAME_SIZE = (512, 384)  # width, height
 
@@ -90,7 +91,7 @@ def render(items: list[SceneItem], out: Path, *, board: np.ndarray | None = None
     rng, np_rng = random.Random(seed), np.random.default_rng(seed)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), timing.fps, (w, h))
     if not writer.isOpened():
-        raise RuntimeError(f"{out}: cannot write video")
+        raise DataError(f"{out}: cannot write video")
     count = 0
     light = 1.0
 
@@ -146,7 +147,7 @@ def photo_items(photos: Path, n: int, *, seed: int, overexposed: int, glare: int
     classes = sorted(p.name for p in Path(photos).iterdir() if p.is_dir())
     pool = [(c, p) for c in classes for p in sorted((Path(photos) / c).glob("*.jpg"))]
     if not pool:
-        raise SystemExit(f"{photos}: no class folders with .jpg photos")
+        raise DataError(f"{photos}: no class folders with .jpg photos")
     rng = random.Random(seed)
     chosen = rng.sample(pool, min(n, len(pool)))
     kinds = ["overexposed"] * overexposed + ["glare"] * glare

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from device.errors import ConfigError
 from device.runtime_status import parse_utc
-from device.sortlog import log_files, read_records
+from device.sortlog import log_files, read_lines_from, read_records
 
 log = logging.getLogger(__name__)
 
@@ -155,27 +155,6 @@ class LogFollower:
             break
         self._ino, self._offset = None, 0
         return records
-
-
-def read_lines_from(file: Path, offset: int) -> tuple[list[Record], int]:
-    """Complete JSON lines of ``file`` from ``offset``; the offset after the last complete one."""
-    try:
-        with open(file, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return [], offset
-    end = data.rfind(b"\n") + 1
-    records = []
-    for raw in data[:end].splitlines():
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            log.warning("%s: skipped a malformed line", file)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records, offset + end
 
 
 def follow(follower: LogFollower, *, poll_s: float = 1.0, sleep: Callable[[float], None] = time.sleep,

@@ -16,7 +16,6 @@ import signal
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -61,6 +60,7 @@ class _Item:
     arrived_s: float
     rejected: Counter = field(default_factory=Counter)
     still: deque = field(default_factory=lambda: deque(maxlen=64))  # (image, verdict) of the still run
+    recent: deque = field(default_factory=lambda: deque(maxlen=32))  # accepted images while present
 
 
 class Sorter:
@@ -199,12 +199,14 @@ class Sorter:
         if item is not None and update.state is State.OCCUPIED:
             if not verdict.accepted:
                 item.rejected[verdict.reason] += 1
+            else:
+                item.recent.append(image)
             if update.stable:
                 item.still.append((image, verdict))
             else:
                 item.still.clear()
-        if update.event == "settled" and item is not None:
-            self._decide(item, t)
+        if update.event in ("settled", "unsettled") and item is not None:
+            self._decide(item, t, settled=update.event == "settled")
             self._item = None
         elif update.event == "departed":
             self._item = None
@@ -216,11 +218,12 @@ class Sorter:
         if not verdict.accepted:
             self.summary.rejected_by_reason[verdict.reason] += 1
 
-    def _decide(self, item: _Item, t: float) -> None:
+    def _decide(self, item: _Item, t: float, settled: bool = True) -> None:
         started = time.perf_counter()
         routing = self.config.routing
         n = self.config.model.frames_per_item
-        accepted = [img for img, v in item.still if v.accepted][-n:]
+        # a settled item is judged on its still frames; one that never stopped moving on its latest
+        accepted = [img for img, v in item.still if v.accepted][-n:] if settled else list(item.recent)[-n:]
         if accepted:
             prediction = self.classifier.classify(accepted)
             label, confidence, top3 = prediction.label, prediction.confidence, prediction.top3
@@ -234,14 +237,15 @@ class Sorter:
             label, confidence, top3 = "", 0.0, ()
             rejects = ", ".join(f"{r} x{k}" for r, k in item.rejected.most_common()) or "none"
             bin_name, reason = routing.fallback_bin, f"all frames rejected ({rejects})"
-        self.actuators.actuate(bin_name, t)
+        if self._stop_signal is None:  # stopping: every actuator stays safe
+            self.actuators.actuate(bin_name, t)
         latency_ms = (time.perf_counter() - started) * 1000
         event = SortEvent(
             ts=utc_now_iso(), source_time=t, item=item.number, label=label, confidence=confidence,
             top3=top3, bin=bin_name, reason=reason, frames_used=len(accepted),
             frames_rejected=sum(item.rejected.values()), reject_reasons=dict(item.rejected),
             latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],
-            calibration_id=self.calibration_id)
+            calibration_id=self.calibration_id, settled=settled)
         self.sortlog.append(event)
         self.summary.items += 1
         self.summary.items_per_bin[bin_name] += 1

@@ -3,8 +3,8 @@
 Frames are compared with the empty-board reference at 128x96 in grey levels, after a global
 gain compensation (the median ratio frame/reference), so a change of light over the whole board
 is not an item. States move EMPTY -> OCCUPIED -> SETTLED -> EMPTY; the ``settled`` event fires
-once per item, and the next item is armed only after the board has been empty for
-``clear_s``. All times are the frames' own timestamps (seconds of source time).
+once per item (or ``unsettled`` when an item keeps moving for ``max_settle_s``), and the
+next item is armed only after the board has been empty for ``clear_s``. All times are the frames' own timestamps (seconds of source time).
 
 Without a reference from calibration, the first ``learn_s`` seconds of frames (an empty scene)
 are taken as the board (state LEARNING).
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 SMALL_SIZE = (128, 96)
+MAX_LEARN_FRAMES = 32  # the board reference is the median of at most this many frames
 
 
 class State(enum.Enum):
@@ -34,8 +35,9 @@ class PresenceSettings:
     item_frac: float = 0.02  # changed share of the board that means an item is there
     empty_frac: float = 0.008  # changed share below which the board is empty
     motion_level: float = 14.0  # grey levels frame-to-frame that count as motion
-    settle_motion_frac: float = 0.004  # moving share below which the item is still
+    settle_motion_frac: float = 0.01  # moving share below which the item is still
     settle_s: float = 0.5  # still for this long = settled
+    max_settle_s: float = 4.0  # present this long without settling = decide anyway ("unsettled")
     clear_s: float = 0.3  # empty for this long = departed
     learn_s: float = 1.0  # reference learned from this much empty scene without calibration
     adapt_rate: float = 0.02  # how fast the reference follows slow drift while empty
@@ -44,7 +46,7 @@ class PresenceSettings:
 @dataclass(frozen=True)
 class PresenceUpdate:
     state: State
-    event: str  # "", "learned", "arrived", "settled", "departed"
+    event: str  # "", "learned", "arrived", "settled", "unsettled" (gave up waiting), "departed"
     changed_frac: float
     motion_frac: float
     stable: bool  # the frame is part of a still run (usable for classification)
@@ -66,6 +68,7 @@ class PresenceDetector:
         self._prev: np.ndarray | None = None
         self._still_since: float | None = None
         self._empty_since: float | None = None
+        self._arrived_at = 0.0
         if reference is not None:
             self.set_reference(reference)
 
@@ -98,6 +101,7 @@ class PresenceDetector:
         if self.state is State.EMPTY:
             if changed_frac > s.item_frac:
                 self.state, event = State.OCCUPIED, "arrived"
+                self._arrived_at = timestamp_s
             elif motion_frac < s.settle_motion_frac and s.adapt_rate > 0:
                 self._ref += s.adapt_rate * (compensated - self._ref)
         elif self.state is State.OCCUPIED:
@@ -105,6 +109,8 @@ class PresenceDetector:
                 self.state, event = State.EMPTY, "departed"  # left before it settled
             elif still_for >= s.settle_s:
                 self.state, event = State.SETTLED, "settled"
+            elif timestamp_s - self._arrived_at >= s.max_settle_s:
+                self.state, event = State.SETTLED, "unsettled"
         elif self.state is State.SETTLED:
             if changed_frac < s.empty_frac:
                 self._empty_since = timestamp_s if self._empty_since is None else self._empty_since
@@ -119,7 +125,8 @@ class PresenceDetector:
     def _learn(self, image: np.ndarray, small: np.ndarray, timestamp_s: float) -> PresenceUpdate:
         if self._learn_start is None:
             self._learn_start = timestamp_s
-        self._learning.append(image)
+        if len(self._learning) < MAX_LEARN_FRAMES:
+            self._learning.append(image)
         if timestamp_s - self._learn_start < self.settings.learn_s:
             return PresenceUpdate(State.LEARNING, "", 0.0, 0.0, False)
         board = np.median(np.stack(self._learning), axis=0).astype(np.uint8)

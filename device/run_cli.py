@@ -58,7 +58,12 @@ def effective_config(args) -> Config:
 def main(args) -> int:
     config = effective_config(args)
     calibration_path = Path(config.calibration.path) if config.calibration.path else None
-    calibration = load_with_board(calibration_path) if calibration_path else None
+    calibration = None
+    if calibration_path and not calibration_path.exists():
+        log.warning("no calibration at %s yet: default gate, board learned at start; "
+                    "`waste-sorter calibrate` writes it and reloads the sorter", calibration_path)
+    elif calibration_path:
+        calibration = load_with_board(calibration_path)
     classifier = Classifier(config.model.path or None, threads=config.model.threads)
     unrouted = [c for c in classifier.classes if c not in config.routing.classes]
     if args.check_config:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from device.atomic import fsync_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,7 @@ class SortEvent:
     latency_ms: float  # settled -> actuated
     model_sha256: str  # prefix
     calibration_id: str
+    settled: bool = True  # False: the item kept moving and was decided after presence.max_settle_s
 
     def to_json(self) -> str:
         body = asdict(self)
@@ -68,10 +71,15 @@ class SortLog:
         self._clock = clock
         self._pending: deque[str] = deque(maxlen=max_pending)
         self._last_error_at: float | None = None
+        self._tail_checked = False
         self.write_errors = 0
+        self.dropped = 0  # records pushed out of a full in-memory queue
 
     def append(self, event: SortEvent) -> bool:
         """Queue the record and write all that waits; False if it is still waiting."""
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+            log.error("sort log queue full (%d records): the oldest waiting record is lost", len(self._pending))
         self._pending.append(event.to_json() + "\n")
         return self.flush()
 
@@ -101,9 +109,12 @@ class SortLog:
 
     def _write(self, line: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size_before = os.fstat(fd).st_size
+            if not self._tail_checked:
+                size_before = _cut_torn_tail(fd, size_before, self.path)
+                self._tail_checked = True
             data = line.encode()
             try:
                 written = os.write(fd, data)
@@ -128,7 +139,8 @@ class SortLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
+        self._tail_checked = False
 
     def close(self) -> None:
         self.flush()
@@ -140,12 +152,15 @@ class SortLog:
         self.close()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _cut_torn_tail(fd: int, size: int, path: Path) -> int:
+    """Truncate a last line without its newline (a crash mid-write); returns the new size."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    chunk = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+    keep = max(0, size - len(chunk)) + chunk.rfind(b"\n") + 1
+    os.ftruncate(fd, keep)
+    log.warning("%s: removed a torn last line (%d bytes) left by an interrupted write", path, size - keep)
+    return keep
 
 
 def log_files(path: Path) -> list[Path]:
@@ -160,20 +175,30 @@ def log_files(path: Path) -> list[Path]:
     return files + ([path] if path.exists() else [])
 
 
+def read_lines_from(file: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Records of the complete lines of ``file`` from byte ``offset``, and the offset after the
+    last complete line. A torn last line (a crash mid-write) is left for later; malformed or
+    non-object lines are skipped."""
+    try:
+        with open(file, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:  # rotated away while reading
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    records = []
+    for raw in data[:end].splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            log.warning("%s: skipped a malformed line", file)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records, offset + end
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every record across rotated files, oldest first; torn or foreign lines are skipped."""
     for file in log_files(path):
-        try:
-            with open(file, "rb") as fh:
-                for raw in fh:
-                    if not raw.endswith(b"\n"):
-                        break  # torn last line: written by a process that died mid-write
-                    try:
-                        record = json.loads(raw)
-                    except ValueError:
-                        log.warning("%s: skipped a malformed line", file)
-                        continue
-                    if isinstance(record, dict):
-                        yield record
-        except FileNotFoundError:
-            continue  # rotated away while reading
+        yield from read_lines_from(file)[0]

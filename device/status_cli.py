@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from device.logs_cli import read_lines_from, record_time, resolve_log_path
+from device.logs_cli import record_time, resolve_log_path
 from device.runtime_status import DEFAULT_STATUS_PATH, RuntimeStatus, parse_utc, read_runtime_status
-from device.sortlog import log_files, read_records
+from device.sortlog import log_files, read_lines_from
 
 SERVICE = "waste-sorter.service"
 STALE_AFTER_S = 30.0  # the sorter rewrites the status file every few seconds
@@ -57,8 +57,7 @@ def log_today(path: Path, now: float) -> tuple[dict[str, Any] | None, int]:
     last: dict[str, Any] | None = None
     today = 0
     for file in reversed(log_files(path)):
-        # A rotated file has no rotated siblings of its own, so read_records reads just that file.
-        records = read_lines_from(path, 0)[0] if file == path else read_records(file)
+        records = read_lines_from(file)[0]
         older_than_today = False
         file_last = None
         for record in records:

@@ -17,17 +17,9 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from device.contract import ModelContract, preprocess, read_rgb
-from device.errors import DataError
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return read_rgb(str(path))
-    except ValueError as exc:
-        raise DataError(str(exc)) from exc
 
 
 def load_cached(items: list[tuple[Path, int]], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,14 +28,14 @@ def load_cached(items: list[tuple[Path, int]], desc: str) -> tuple[torch.Tensor,
 
     images = np.empty((len(items), CACHE_SIZE[1], CACHE_SIZE[0], 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tqdm(items, desc=desc, leave=False)):
-        images[i] = cv2.resize(_read(path), CACHE_SIZE, interpolation=cv2.INTER_AREA)
+        images[i] = cv2.resize(read_rgb(str(path)), CACHE_SIZE, interpolation=cv2.INTER_AREA)
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
 
 def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 N x 3 x H x W inputs exactly as the device would build them, and labels."""
-    inputs = np.stack([preprocess(_read(p), contract) for p, _ in tqdm(items, desc=desc, leave=False)])
+    inputs = np.stack([preprocess(read_rgb(str(p)), contract) for p, _ in tqdm(items, desc=desc, leave=False)])
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(inputs), labels
 

@@ -95,11 +95,7 @@ def evaluate(classifier: Classifier, items: list[tuple[Path, int]], batch: int =
     probs = []
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
-        try:
-            images = [read_rgb(str(p)) for p, _ in chunk]
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-        probs.append(classifier.probabilities(images))
+        probs.append(classifier.probabilities([read_rgb(str(p)) for p, _ in chunk]))
     return Evaluation(classifier.classes, np.array([label for _, label in items], dtype=np.int64),
                       np.concatenate(probs) if probs else np.zeros((0, len(classifier.classes))),
                       tuple(str(p) for p, _ in items))

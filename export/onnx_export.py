@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device.classifier import Classifier
+from device.classifier import Classifier, manifest_path_for
 from device.contract import ModelContract, preprocess, read_rgb
 from device.errors import DataError, ModelError
 from export.models import build_model
@@ -92,6 +92,7 @@ def main(args) -> int:
     print(f"parity on {len(inputs)} photos: max |Δlogit| = {delta:.2e} (limit {args.max_delta:.0e})")
     if not delta <= args.max_delta:
         args.out.unlink()
+        manifest_path_for(args.out).unlink(missing_ok=True)
         raise ModelError(f"{args.out}: ONNX output differs from PyTorch by {delta:.2e} > {args.max_delta:.0e}")
     print(f"wrote {args.out} and its manifest")
     return 0

@@ -7,12 +7,12 @@ not torch. The device side reads both back in :mod:`device.classifier`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import onnx
 
+from device.atomic import write_bytes
 from device.classifier import manifest_path_for, sha256_bytes
 from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
 
@@ -40,7 +40,7 @@ def save_model(model: onnx.ModelProto, path: Path, contract: ModelContract, *, s
     data = model.SerializeToString()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data)
+    write_bytes(path, data)
     manifest = {
         "model": path.name,
         "sha256": sha256_bytes(data),
@@ -51,14 +51,5 @@ def save_model(model: onnx.ModelProto, path: Path, contract: ModelContract, *, s
         "metrics": metrics or {},
         **(extra or {}),
     }
-    _atomic_write(manifest_path_for(path), (json.dumps(manifest, indent=1) + "\n").encode())
+    write_bytes(manifest_path_for(path), (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -23,7 +23,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from device.classifier import Classifier
-from device.contract import KEY_METRICS, preprocess, read_rgb
+from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
 from device.errors import ModelError
 from export.package import save_model
 from export.split import load_split
@@ -80,6 +80,10 @@ def main(args) -> int:
     split = load_split(args.split, args.data)
     if list(split.classes) != list(fp32.classes):
         raise ModelError(f"{args.model}: classes {fp32.classes} differ from the split's {split.classes}")
+    split_sha256 = fp32.metadata.get(KEY_SPLIT_SHA256, "")
+    if split_sha256 != split.sha256:
+        raise ModelError(f"{args.split}: not the split {args.model.name} was trained on "
+                         f"({split.sha256[:12]} vs {split_sha256[:12] or 'none'})")
     train = split.paths("train")
     step = max(1, len(train) // args.calibration_photos)
     calibration = [p for p, _ in train[::step][:args.calibration_photos]]
@@ -97,7 +101,7 @@ def main(args) -> int:
     metrics.update({"test_n": len(test), "test_acc_fp32": accuracy(fp32, test)})
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / args.out.name
-        save_model(model, candidate, fp32.contract, split_sha256=fp32.metadata.get("waste_sorter.split_sha256", ""))
+        save_model(model, candidate, fp32.contract, split_sha256=split_sha256)
         int8 = Classifier(candidate, threads=2)
         metrics["test_acc_int8"] = accuracy(int8, test)
         report = {
@@ -116,7 +120,7 @@ def main(args) -> int:
         args.report.write_text(json.dumps(report, indent=1) + "\n")
     if drop_points > args.max_drop:
         raise ModelError(f"int8 loses {drop_points:.2f} points (> --max-drop {args.max_drop}); nothing written")
-    save_model(model, args.out, fp32.contract, split_sha256=fp32.metadata.get("waste_sorter.split_sha256", ""),
+    save_model(model, args.out, fp32.contract, split_sha256=split_sha256,
                metrics={k: v for k, v in report.items()}, extra={"quantization": "QDQ int8 per-channel",
                                                                   "fp32_model": args.model.name})
     print(f"wrote {args.out} and its manifest")

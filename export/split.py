@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.atomic import write_bytes
 from device.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -41,9 +42,7 @@ class Split:
             **{s: [[rel, label] for rel, label in self.files[s]] for s in SUBSETS},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=1))
-        tmp.replace(path)
+        write_bytes(path, json.dumps(body, indent=1).encode())
 
 
 def _canonical(classes, files) -> str:

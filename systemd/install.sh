@@ -68,6 +68,7 @@ do_uninstall() {
     systemctl daemon-reload
     systemctl reset-failed "$SERVICE" 2>/dev/null || true
     rm -rf "$PREFIX"
+    [ -L /usr/local/bin/waste-sorter ] && rm -f /usr/local/bin/waste-sorter
     if id -u "$SVC_USER" >/dev/null 2>&1; then
         userdel "$SVC_USER" || true
     fi
@@ -86,7 +87,7 @@ do_install() {
     [ -f "$SRC_DIR/pyproject.toml" ] || { echo "install.sh: no pyproject.toml in $SRC_DIR" >&2; exit 1; }
 
     say "packages (apt)"
-    apt-get install -y --no-install-recommends python3-venv python3-picamera2 >/dev/null
+    apt-get install -y --no-install-recommends python3-venv python3-picamera2 python3-matplotlib >/dev/null
 
     say "user $SVC_USER (groups video, gpio)"
     getent group video >/dev/null || groupadd --system video
@@ -109,6 +110,7 @@ do_install() {
     "$VENV/bin/pip" install --quiet --upgrade "$SRC_DIR[pi]"
     install -d -m 0755 "$PREFIX/systemd"
     install -m 0644 "$SRC_DIR/systemd/README.md" "$PREFIX/systemd/README.md"
+    ln -sfn "$VENV/bin/waste-sorter" /usr/local/bin/waste-sorter   # for operators over SSH
 
     say "config $CONF_DIR/config.toml, calibration $STATE_DIR, logs $LOG_DIR"
     install -d -m 0755 "$CONF_DIR"

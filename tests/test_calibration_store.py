@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calibration import atomic, store
+from calibration import store
+from device import atomic
 from calibration.store import Calibration, ExposureTarget
 from device.camera import ExposureControls
 from device.errors import CalibrationError

@@ -359,3 +359,17 @@ def test_read_only_filesystem_as_any_user(tmp_path, monkeypatch, caplog):
     fake_os.full = False
     assert sort_log.append(event(8)) is True
     assert [r["item"] for r in read_records(path)] == list(range(1, 9))
+
+
+def test_append_after_a_torn_last_line_loses_no_record(tmp_path):
+    from device.sortlog import SortLog, read_records
+
+    log_path = tmp_path / "sort.jsonl"
+    with SortLog(log_path) as sortlog:
+        sortlog.append(event(1))
+    with open(log_path, "ab") as fh:
+        fh.write(event(2).to_json().encode()[:40])  # the process died mid-write
+    with SortLog(log_path) as sortlog:  # restarted sorter
+        sortlog.append(event(3))
+    assert [r["item"] for r in read_records(log_path)] == [1, 3]
+    assert log_path.read_bytes().endswith(b"\n")

@@ -115,6 +115,7 @@ def test_scripted_scene_sorts_each_item_once(scene, config_path, colour_model_pa
     assert records[2]["frames_used"] == 0 and records[2]["reject_reasons"]["overexposed"] > 0
     assert records[3]["reason"] == "" and records[3]["reject_reasons"].get("glare", 0) >= 1
     assert all(r["reason"] == "" for i, r in enumerate(records) if i != 2)
+    assert all(r["settled"] for r in records)
     assert all(r["confidence"] > 0.9 and r["frames_used"] == 3 for i, r in enumerate(records) if i != 2)
     assert summary.items == 5 and summary.rejected_by_reason["overexposed"] > 0
 
@@ -164,3 +165,29 @@ def test_max_items_stops_early(scene, config_path, colour_model_path, tmp_path, 
     assert cli_main(["run", "--config", str(config_path), "--source", str(scene[0]), "--model",
                      str(colour_model_path), "--log", str(log_path), "--max-items", "2"]) == 0
     assert [r["item"] for r in read_records(log_path)] == [1, 2]
+
+
+def test_an_item_that_never_stops_moving_is_decided_once_after_max_settle(config_path, colour_model_path, tmp_path):
+    config = load_config(config_path)
+    board = make_board(seed=2)
+    rng = np.random.default_rng(0)
+    frames = [board] * 15  # 1.5 s empty at 10 fps
+    for i in range(80):  # 8 s of an item that keeps shifting by a few pixels
+        item = board.copy()
+        dx, dy = (i % 3) * 6, (i % 2) * 6
+        cv2.rectangle(item, (170 + dx, 110 + dy), (340 + dx, 270 + dy), RED, -1)
+        frames.append(item)
+    frames += [board] * 15
+    with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
+            SortLog(tmp_path / "sort.jsonl") as sortlog:
+        sorter = Sorter(config, camera=None, classifier=Classifier(colour_model_path), actuators=actuators,
+                        sortlog=sortlog)
+        for index, image in enumerate(frames):
+            noisy = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+            sorter.step(noisy, index / 10)
+    records = list(read_records(tmp_path / "sort.jsonl"))
+    assert len(records) == 1
+    assert records[0]["label"] == "cardboard" and records[0]["bin"] == "paper"
+    assert records[0]["settled"] is False
+    arrived_s = 1.5
+    assert records[0]["source_time"] == pytest.approx(arrived_s + config.presence.max_settle_s)
