@@ -53,8 +53,8 @@ def scene_frames(n: int) -> list[np.ndarray]:
             for i in range(n)]
 
 
-def model_latency_ms(model: Path | None, threads: int, runs: int = 20) -> float:
-    classifier = Classifier(model, threads=threads)
+def latency_ms(classifier: Classifier, runs: int = 20) -> float:
+    """Median time of one batch-1 inference (after one warm-up run)."""
     x = np.zeros((1, 3, classifier.contract.input_height, classifier.contract.input_width), np.float32)
     classifier.logits(x)
     times = []
@@ -129,7 +129,8 @@ def main(args) -> int:
         overhead, items = loop_overhead_ms(args.model, Path(tmp))
         print(f"  loop overhead beyond inference: {overhead:6.2f} ms/frame ({items} items; target <= 5 ms)")
         for threads in (1, 2):
-            print(f"  model latency, {threads} thread(s): {model_latency_ms(args.model, threads):7.1f} ms (batch 1)")
+            latency = latency_ms(Classifier(args.model, threads=threads))
+            print(f"  model latency, {threads} thread(s): {latency:7.1f} ms (batch 1)")
         if not args.skip_rss:
             print(f"  peak RSS of `run`: {run_peak_rss_mb(args.model, Path(tmp)):6.1f} MiB (target <= 300 MB)")
     return 0

@@ -25,9 +25,9 @@ from device.camera import Camera
 from device.classifier import Classifier
 from device.config import Config
 from device.errors import CalibrationError, CameraError
-from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.gate import ExposureGate, GateVerdict, board_stats
 from device.presence import PresenceDetector, State
-from device.sortlog import SortEvent, SortLog, utc_now_iso
+from device.sortlog import SortEvent, SortLog, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +179,10 @@ class Sorter:
         self.summary.frames += 1
         self.summary.source_seconds = t
         self.actuators.update(t)
-        reason = check_structure(image)
-        if reason:  # cannot even look for an item in it
-            verdict = GateVerdict(False, reason, None)
+        verdict = self.gate.check(image)
+        if verdict.stats is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
             return verdict
-        verdict = self.gate.check(image)
         update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
         self.state = update.state.value
         if update.event == "learned":
@@ -241,7 +239,7 @@ class Sorter:
             self.actuators.actuate(bin_name, t)
         latency_ms = (time.perf_counter() - started) * 1000
         event = SortEvent(
-            ts=utc_now_iso(), source_time=t, item=item.number, label=label, confidence=confidence,
+            ts=utc_iso(ms=True), source_time=t, item=item.number, label=label, confidence=confidence,
             top3=top3, bin=bin_name, reason=reason, frames_used=len(accepted),
             frames_rejected=sum(item.rejected.values()), reject_reasons=dict(item.rejected),
             latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],

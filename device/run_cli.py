@@ -103,18 +103,18 @@ def _notifier():
 
 def _status_writer(path: Path, classifier: Classifier):
     from device.runtime_status import RuntimeStatus, write_runtime_status
-    from device.sortlog import utc_now_iso
+    from device.sortlog import utc_iso
     import os
     import time
 
-    started_utc, started = utc_now_iso(), time.monotonic()
-    model_mtime = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(classifier.path.stat().st_mtime))
+    started_utc, started = utc_iso(), time.monotonic()
+    model_mtime = utc_iso(classifier.path.stat().st_mtime)
 
     def write(sorter: Sorter) -> None:
         s = sorter.summary
         elapsed = max(1e-6, time.monotonic() - started)
         status = RuntimeStatus(
-            updated_utc=utc_now_iso(), started_utc=started_utc, frames=s.frames,
+            updated_utc=utc_iso(), started_utc=started_utc, frames=s.frames,
             frames_rejected=sum(s.rejected_by_reason.values()), reject_reasons=dict(s.rejected_by_reason),
             items=s.items, fps=s.frames / elapsed, model_path=str(classifier.path),
             model_sha256=classifier.sha256, model_mtime_utc=model_mtime,

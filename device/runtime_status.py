@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +20,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STATUS_PATH = Path("/run/waste-sorter/status.json")
 
-STATES = ("starting", "learning", "sorting", "reloading", "stopping", "error")
-
-
-def utc_iso(t: float | None = None) -> str:
-    """UTC wall time as ISO 8601 with seconds and a ``Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,7 @@ class RuntimeStatus:
     model_mtime_utc: str = ""
     calibration_id: str = ""
     calibration_created_utc: str = ""
-    state: str = "starting"  # one of STATES
+    state: str = "starting"  # starting, learning, empty, occupied, settled, stopped
     pid: int = 0
 
     def to_json(self) -> str:

@@ -53,9 +53,11 @@ class SortEvent:
         return json.dumps(body, separators=(",", ":"))
 
 
-def utc_now_iso() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+def utc_iso(t: float | None = None, *, ms: bool = False) -> str:
+    """UTC wall time (now, or epoch seconds ``t``) as ISO 8601 with a ``Z``, to ms if asked."""
+    t = time.time() if t is None else t
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+    return text + (f".{int(t * 1000) % 1000:03d}Z" if ms else "Z")
 
 
 class SortLog:

@@ -51,14 +51,36 @@ def build_model(arch: str, num_classes: int, init: str = "scratch") -> nn.Module
     return model
 
 
+def _load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: does not exist") from None
+    except Exception as exc:  # zip/pickle errors of a damaged file come in many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DataError(f"{path}: damaged or foreign weights file ({type(exc).__name__}: {first})") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """One of this project's training checkpoints (see ``train.py``), checked for its keys."""
+    ckpt = _load(path)
+    missing = [k for k in ("model", "args", "classes", "contract", "split_sha256")
+               if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DataError(f"{path}: damaged or foreign checkpoint (no {', '.join(missing)})")
+    return ckpt
+
+
+def checkpoint_weights(ckpt: dict, raw: bool = False) -> dict[str, torch.Tensor]:
+    """The weight EMA when the checkpoint has one (and ``raw`` is not asked), else the raw weights."""
+    return ckpt["model"] if raw or not ckpt.get("model_ema") else ckpt["model_ema"]
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a bare ``.pth`` or from one of this project's checkpoints."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj.get("model_ema") or obj["model"]
+    obj = _load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = checkpoint_weights(obj)
     if not isinstance(obj, dict):
         raise DataError(f"{path}: does not hold a state dict")
     return obj

@@ -21,7 +21,7 @@ import torch
 from device.classifier import Classifier, manifest_path_for
 from device.contract import ModelContract, preprocess, read_rgb
 from device.errors import DataError, ModelError
-from export.models import build_model
+from export.models import build_model, checkpoint_weights, load_checkpoint
 from export.package import save_model
 from export.split import load_split
 
@@ -40,20 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-weights", action="store_true", help="export the raw weights, not the EMA")
 
 
-def load_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        ckpt["model"], ckpt["args"], ckpt["contract"]  # noqa: B018 - presence check
-    except FileNotFoundError:
-        raise DataError(f"{path}: checkpoint does not exist") from None
-    except Exception as exc:  # pickle/zip errors of a damaged file come in many types
-        raise DataError(f"{path}: damaged or foreign checkpoint ({type(exc).__name__}: {exc})") from None
-    return ckpt
-
-
 def model_from_checkpoint(ckpt: dict, raw: bool = False) -> torch.nn.Module:
     model = build_model(ckpt["args"]["arch"], len(ckpt["classes"]), "scratch")
-    model.load_state_dict(ckpt["model"] if raw or not ckpt.get("model_ema") else ckpt["model_ema"])
+    model.load_state_dict(checkpoint_weights(ckpt, raw))
     return model.eval()
 
 

@@ -7,12 +7,12 @@ not torch. The device side reads both back in :mod:`device.classifier`.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import onnx
 
 from device.atomic import write_bytes
+from device.sortlog import utc_iso
 from device.classifier import manifest_path_for, sha256_bytes
 from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
 
@@ -45,7 +45,7 @@ def save_model(model: onnx.ModelProto, path: Path, contract: ModelContract, *, s
         "model": path.name,
         "sha256": sha256_bytes(data),
         "bytes": len(data),
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_utc": utc_iso(),
         "contract": json.loads(contract.to_json()),
         "split_sha256": split_sha256,
         "metrics": metrics or {},

@@ -13,10 +13,8 @@ import argparse
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
@@ -25,6 +23,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from device.classifier import Classifier
 from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
 from device.errors import ModelError
+from device.bench import latency_ms
+from export.evaluate import evaluate
 from export.package import save_model
 from export.split import load_split
 
@@ -57,22 +57,8 @@ class PhotoReader(CalibrationDataReader):
         return None if x is None else {self._name: x}
 
 
-def accuracy(classifier: Classifier, items: list[tuple[Path, int]], batch: int = 32) -> float:
-    correct = 0
-    for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
-        probs = classifier.probabilities([read_rgb(str(p)) for p, _ in chunk])
-        correct += int((probs.argmax(1) == np.array([label for _, label in chunk])).sum())
-    return correct / max(1, len(items))
-
-
-def latency_ms(classifier: Classifier, threads_runs: int = 20) -> float:
-    x = np.zeros((1, 3, classifier.contract.input_height, classifier.contract.input_width), np.float32)
-    classifier.logits(x)
-    start = time.perf_counter()
-    for _ in range(threads_runs):
-        classifier.logits(x)
-    return (time.perf_counter() - start) / threads_runs * 1000
+def accuracy(classifier: Classifier, items: list[tuple[Path, int]]) -> float:
+    return evaluate(classifier, items).summary()["accuracy"]
 
 
 def main(args) -> int:

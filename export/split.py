@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.atomic import write_bytes
+from device.camera_opencv import IMAGE_SUFFIXES
 from device.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SUBSETS = ("train", "val", "test")
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from device.contract import ModelContract
 from device.errors import DataError
 from export.data import BatchAugment, load_cached, load_eval, mixup, resize_batch
-from export.models import ARCHS, build_model, feature_dim, forward_features
+from export.models import ARCHS, build_model, checkpoint_weights, feature_dim, forward_features, load_checkpoint
 from export.split import load_or_make_split
 
 log = logging.getLogger(__name__)
@@ -189,11 +189,11 @@ def main(args) -> int:
     model = build_model(args.arch, args.num_classes, args.init).to(device, memory_format=torch.channels_last)
     teacher = projector = None
     if args.teacher:
-        teacher_ckpt = torch.load(args.teacher, map_location="cpu", weights_only=False)
+        teacher_ckpt = load_checkpoint(args.teacher)
         if list(teacher_ckpt["classes"]) != list(split.classes):
             raise DataError(f"{args.teacher}: teacher classes {teacher_ckpt['classes']} differ from the data's")
         teacher = build_model(teacher_ckpt["args"]["arch"], args.num_classes, "scratch")
-        teacher.load_state_dict(teacher_ckpt.get("model_ema") or teacher_ckpt["model"])
+        teacher.load_state_dict(checkpoint_weights(teacher_ckpt))
         teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         projector = nn.Linear(feature_dim(model), feature_dim(teacher)).to(device)
 
@@ -218,8 +218,8 @@ def main(args) -> int:
     start_epoch, history = 0, []
     ckpt_path = out / "checkpoint.pth"
     if args.resume:
+        ckpt = load_checkpoint(ckpt_path)
         try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["lr_scheduler"])

@@ -89,6 +89,12 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
     assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
                      str(teacher / "split.json"), "--out", str(int8), "--calibration-photos", "8",
                      "--max-drop", "100", "--report", str(tmp_path / "q.json")]) == 0
+    refused = tmp_path / "refused.onnx"  # a guard no model passes: nothing may be written
+    assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
+                     str(teacher / "split.json"), "--out", str(refused), "--calibration-photos", "8",
+                     "--max-drop", "-101"]) == 79
+    assert "nothing written" in capsys.readouterr().err
+    assert not refused.exists() and not refused.with_suffix(".manifest.json").exists()
     meta = read_metadata(int8)
     contract = ModelContract.from_json(meta[KEY_CONTRACT])
     assert contract.classes == ("cardboard", "glass", "metal", "paper", "plastic", "trash")
@@ -122,7 +128,7 @@ def test_damaged_checkpoint_is_a_clear_error(small_data, tmp_path, capsys):
     assert code == DataError.exit_code
     assert err.startswith("waste-sorter export: error:") and "damaged" in err and "\n" not in err
     code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *TRAIN])
-    assert code == DataError.exit_code and "cannot resume" in capsys.readouterr().err
+    assert code == DataError.exit_code and "damaged or foreign" in capsys.readouterr().err
 
 
 def test_damaged_data_folder_is_a_clear_error(small_data, tmp_path, capsys):

@@ -18,7 +18,8 @@ import device.sortlog
 from device import logs_cli, status_cli
 from device.cli import main as cli_main
 from device.errors import ConfigError
-from device.runtime_status import RuntimeStatus, read_runtime_status, utc_iso, write_runtime_status
+from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
+from device.sortlog import utc_iso
 from device.sortlog import SortEvent, SortLog, read_records
 
 NOW = time.time()
