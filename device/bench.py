@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -109,13 +108,25 @@ def loop_overhead_ms(model: Path | None, tmp: Path) -> tuple[float, int]:
     return (total_s - inference_s) / len(frames) * 1000, sorter.summary.items
 
 
+# The child reports its own high-water mark (VmHWM is per address space, so unlike
+# getrusage(RUSAGE_CHILDREN) it does not include the moment the child was a fork of this process).
+_RUN_AND_REPORT_HWM = """
+import sys
+from device.cli import main
+code = main(sys.argv[1:])
+print("VmHWM_kB", next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")), file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def run_peak_rss_mb(model: Path | None, tmp: Path) -> float:
     """Peak resident memory of a `waste-sorter run` child on the bench scene (MiB)."""
-    cmd = [sys.executable, "-m", "device.cli", "run", "--source", str(tmp / "scene.mp4"), "--log",
+    cmd = [sys.executable, "-c", _RUN_AND_REPORT_HWM, "run", "--source", str(tmp / "scene.mp4"), "--log",
            str(tmp / "rss.jsonl")] + (["--model", str(model)] if model else [])
     env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock")
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    line = next(l for l in done.stderr.splitlines() if l.startswith("VmHWM_kB"))
+    return int(line.split()[1]) / 1024
 
 
 def main(args) -> int:
