@@ -6,11 +6,19 @@ can tell a configuration mistake, which a restart cannot fix, from a transient f
 
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class SorterError(Exception):
-    """Root of every error this project raises on purpose. The message is one line."""
+    """Root of every error this project raises on purpose. The message is one line: control
+    characters that came from the input (a key named "a\\nb", say) are shown escaped."""
 
     exit_code = 1
+
+    def __init__(self, message: str = ""):
+        super().__init__(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(message)))
 
 
 class ConfigError(SorterError):

@@ -57,7 +57,6 @@ class RunSummary:
 @dataclass
 class _Item:
     number: int
-    arrived_s: float
     rejected: Counter = field(default_factory=Counter)
     still: deque = field(default_factory=lambda: deque(maxlen=64))  # (image, verdict) of the still run
     recent: deque = field(default_factory=lambda: deque(maxlen=32))  # accepted images while present
@@ -126,9 +125,6 @@ class Sorter:
     def _on_reload_signal(self, _signum, _frame) -> None:
         self._reload_requested = True
 
-    def request_stop(self) -> None:
-        self._stop_signal = signal.SIGTERM
-
     # -- the loop ----------------------------------------------------------------------
     def run(self, max_items: int | None = None) -> RunSummary:
         from device.notify import watchdog_interval_s
@@ -192,7 +188,7 @@ class Sorter:
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
         if update.event == "arrived":
-            self._item = _Item(number=self.summary.items + 1, arrived_s=t)
+            self._item = _Item(number=self.summary.items + 1)
         item = self._item
         if item is not None and update.state is State.OCCUPIED:
             if not verdict.accepted:

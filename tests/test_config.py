@@ -25,6 +25,7 @@ def test_example_file_is_valid_and_matches_the_defaults():
 
 @pytest.mark.parametrize("raw, message", [
     ({"camera": {"fps": 3}}, "camera.fps: unknown key"),
+    ({"camera": {"a\nb": 3}}, r"^camera\.a\\nb: unknown key"),  # still one line
     ({"kamera": {}}, "kamera: unknown section"),
     ({"camera": {"width": True}}, "camera.width: expected int, got bool"),
     ({"camera": {"timeout_s": float("inf")}}, "camera.timeout_s: must be a finite number"),
