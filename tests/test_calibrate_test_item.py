@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from device.cli import main as cli_main
 from device.demo_scene import SceneItem, Timing, make_board, render
-from test_loop_scene import RED, item_on
+from conftest import RED, item_on
 
 
 def test_test_item_step_classifies_the_next_item(tmp_path, colour_model_path, capsys):

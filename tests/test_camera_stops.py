@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import pytest
@@ -20,12 +19,10 @@ from device.camera import Frame, open_camera
 from device.camera_opencv import OpenCVCamera, VideoFileCamera
 from device.classifier import Classifier
 from device.cli import main as cli_main
-from device.config import load_config
-from device.demo_scene import SceneItem, Timing, make_board, render
 from device.errors import CameraError
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
-from test_loop_scene import BLUE, CONFIG, RED, item_on
+from conftest import CONFIG
 
 TIMEOUT_S = 0.3
 
@@ -59,19 +56,14 @@ class StallingCamera:
         self.close()
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> tuple[Path, list[dict]]:
-    board = make_board(seed=1)
-    path = tmp_path_factory.mktemp("scene") / "scene.mp4"
-    items = [SceneItem(item_on(board, RED), "cardboard"), SceneItem(item_on(board, BLUE), "metal")]
-    return path, render(items, path, board=board, timing=Timing(fps=10), seed=1)
+@pytest.fixture
+def scene(two_item_scene):
+    return two_item_scene
 
 
 @pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG)
-    return load_config(path)
+def config(scene_config):
+    return scene_config
 
 
 @pytest.mark.parametrize("source, expected", [

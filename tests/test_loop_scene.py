@@ -24,46 +24,7 @@ from device.demo_scene import SceneItem, Timing, make_board, render
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 
-CONFIG = """
-[routing]
-fallback_bin = "landfill"
-min_confidence = 0.6
-[routing.classes]
-cardboard = "paper"
-glass = "glass"
-metal = "metal"
-[actuators.diverter]
-type = "servo"
-pin = 12
-home_angle_deg = 0
-[actuators.flap]
-type = "pulse"
-pin = 17
-[bins.paper]
-actuator = "diverter"
-angle_deg = -60
-hold_ms = 800
-[bins.glass]
-actuator = "diverter"
-angle_deg = -20
-hold_ms = 800
-[bins.landfill]
-actuator = "diverter"
-angle_deg = 60
-hold_ms = 800
-[bins.metal]
-actuator = "flap"
-pulse_ms = 150
-"""
-
-RED, GREEN, BLUE = (200, 40, 40), (40, 180, 40), (40, 40, 200)
-
-
-def item_on(board: np.ndarray, colour) -> np.ndarray:
-    image = board.copy()
-    cv2.rectangle(image, (170, 110), (340, 270), colour, -1)
-    return image
-
+from conftest import BLUE, CONFIG, GREEN, RED, item_on
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> tuple[Path, list[dict]]:

@@ -5,33 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
-from pathlib import Path
 
 import pytest
 
+from conftest import bind_notify_socket, received
 from device.notify import Notifier, watchdog_interval_s
 
 
 @pytest.fixture
 def notify_socket(tmp_path):
-    """(path, receiving socket); the path is kept short (AF_UNIX paths are limited to 107 bytes)."""
-    directory = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="ntf"))
-    path = directory / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    yield str(path), sock
+    """(path, receiving socket)."""
+    path, sock = bind_notify_socket(tmp_path)
+    yield path, sock
     sock.close()
 
-
-def received(sock: socket.socket) -> list[str]:
-    messages = []
-    while True:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return messages
 
 
 class FakeClock:

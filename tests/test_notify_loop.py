@@ -10,10 +10,7 @@ frames and messages is exact (the loop is single-threaded and AF_UNIX datagrams 
 
 from __future__ import annotations
 
-import socket
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
@@ -28,30 +25,21 @@ from device.loop import Sorter
 from device.notify import Notifier
 from device.sortlog import SortLog
 
+from conftest import bind_notify_socket, received
+
 FRAME_S = 0.125
 BOARD = make_board(size=(128, 96), seed=2)
 
 
 @pytest.fixture
 def notify_socket(tmp_path, monkeypatch):
-    folder = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="ntf"))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(folder / "notify.sock"))
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(folder / "notify.sock"))
+    path, sock = bind_notify_socket(tmp_path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # ping every 1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     yield sock
     sock.close()
 
-
-def drain(sock) -> list[str]:
-    messages = []
-    while True:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return messages
 
 
 class ScriptedCamera:
@@ -68,12 +56,12 @@ class ScriptedCamera:
         return self.now
 
     def capture(self) -> Frame | None:
-        self.events += drain(self.sock)
+        self.events += received(self.sock)
         if self.index == self.stall_at:
             self.events.append("<stall>")
             threading.Event().wait(self.stall_real_s)
             self.now += self.stall_clock_s
-            self.events += drain(self.sock)  # what came while blocked (nothing can: the loop waits here)
+            self.events += received(self.sock)  # what came while blocked (nothing can: the loop waits here)
             self.events.append("</stall>")
             if self.fail:
                 raise CameraError("scripted: camera stopped delivering frames")
@@ -98,7 +86,7 @@ def run_loop(camera, colour_model_path, tmp_path) -> list[str]:
         try:
             sorter.run()
         finally:
-            camera.events += drain(camera.sock)
+            camera.events += received(camera.sock)
     return camera.events
 
 

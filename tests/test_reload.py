@@ -26,7 +26,7 @@ from device.gate import GateThresholds, board_stats
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 from test_calibration_store import make_calibration
-from test_loop_scene import BLUE, CONFIG, GREEN, RED, item_on
+from conftest import BLUE, CONFIG, GREEN, RED, item_on
 
 BOARD = make_board(seed=1)
 GATE_1 = GateThresholds(max_extra_saturated_frac=0.30)

@@ -25,30 +25,25 @@ from calibration.store import load_with_board, save_calibration
 from device.actuators import BinActuators
 from device.camera_opencv import WAIT_SLICE_S, VideoFileCamera
 from device.classifier import Classifier
-from device.config import load_config
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.demo_scene import Timing, make_board
 from device.errors import CameraError
 from device.gate import board_stats
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 from test_calibration_store import make_calibration
-from test_loop_scene import BLUE, CONFIG, RED, item_on
+from conftest import CONFIG
 
 BOARD = make_board(seed=1)
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> tuple[Path, list[dict]]:
-    path = tmp_path_factory.mktemp("scene") / "scene.mp4"
-    items = [SceneItem(item_on(BOARD, RED), "cardboard"), SceneItem(item_on(BOARD, BLUE), "metal")]
-    return path, render(items, path, board=BOARD, timing=Timing(fps=10), seed=1)
+@pytest.fixture
+def scene(two_item_scene):
+    return two_item_scene
 
 
 @pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG)
-    return load_config(path)
+def config(scene_config):
+    return scene_config
 
 
 @pytest.fixture
