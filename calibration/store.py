@@ -284,6 +284,14 @@ def load_with_board(path: str | Path) -> tuple[Calibration, np.ndarray]:
 
 # ----------------------------------------------------------------------------- saving
 
+def _id_of(data: bytes, path: Path) -> str:
+    """The id of a calibration file's bytes, or "unreadable" (it is kept all the same)."""
+    try:
+        return parse_bytes(data, str(path)).id
+    except CalibrationError:
+        return "unreadable"
+
+
 def _encode(calibration: Calibration) -> bytes:
     data = (json.dumps(calibration.to_dict(), indent=2, allow_nan=False) + "\n").encode()
     parse_bytes(data, f"calibration {calibration.id}")  # never write what could not be read back
@@ -331,10 +339,7 @@ def save_calibration(path: str | Path, calibration: Calibration, board_image: np
         _write_png(folder / calibration.board_reference, board_image)
         if path.exists():
             previous = path.read_bytes()
-            try:
-                old_id = parse_bytes(previous, str(path)).id
-            except CalibrationError:
-                old_id = "unreadable"
+            old_id = _id_of(previous, path)
             entries = _history(path)
             number = entries[-1][0] + 1 if entries else 1
             hist.mkdir(exist_ok=True)
@@ -387,10 +392,7 @@ def rollback(path: str | Path) -> Calibration:
     try:
         if path.exists():
             current = path.read_bytes()
-            try:
-                current_id = parse_bytes(current, str(path)).id
-            except CalibrationError:
-                current_id = "unreadable"
+            current_id = _id_of(current, path)
             atomic.write_bytes(hist / f"rolled-back-{current_id}.json", current)
         atomic.write_bytes(path, previous.read_bytes())
         previous.unlink()
