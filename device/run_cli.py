@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,9 @@ from device.config import Config, load_config
 from device.errors import ConfigError
 from calibration.store import load_with_board
 from device.loop import Sorter
-from device.sortlog import SortLog
+from device.notify import Notifier
+from device.runtime_status import RuntimeStatus, write_runtime_status
+from device.sortlog import SortLog, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +75,9 @@ def main(args) -> int:
               f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}"
               + (f"; to fallback bin: {', '.join(unrouted)}" if unrouted else ""))
         return 0
-    notifier = _notifier()
     status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
     controls = calibration[0].controls if calibration else None
-    with open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
+    with Notifier() as notifier, open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
                      size=(config.camera.width, config.camera.height),
                      folder_fps=config.camera.folder_fps) as camera, \
             BinActuators(config.actuators, config.bins,
@@ -93,20 +96,8 @@ def main(args) -> int:
     return 0
 
 
-def _notifier():
-    try:
-        from device.notify import Notifier
-    except ImportError:
-        return None
-    return Notifier()
-
-
 def _status_writer(path: Path, classifier: Classifier):
-    from device.runtime_status import RuntimeStatus, write_runtime_status
-    from device.sortlog import utc_iso
-    import os
-    import time
-
+    """A callback the loop calls every few seconds to rewrite the runtime status file."""
     started_utc, started = utc_iso(), time.monotonic()
     model_mtime = utc_iso(classifier.path.stat().st_mtime)
 
@@ -118,7 +109,9 @@ def _status_writer(path: Path, classifier: Classifier):
             frames_rejected=sum(s.rejected_by_reason.values()), reject_reasons=dict(s.rejected_by_reason),
             items=s.items, fps=s.frames / elapsed, model_path=str(classifier.path),
             model_sha256=classifier.sha256, model_mtime_utc=model_mtime,
-            calibration_id=sorter.calibration_id, calibration_created_utc=getattr(sorter.calibration, "created_utc", ""), state=sorter.state, pid=os.getpid())
+            calibration_id=sorter.calibration_id,
+            calibration_created_utc=getattr(sorter.calibration, "created_utc", ""),
+            state=sorter.state, pid=os.getpid())
         try:
             write_runtime_status(path, status)
         except OSError as exc:
