@@ -26,6 +26,7 @@ from device.classifier import Classifier
 from device.config import Config
 from device.errors import CalibrationError, CameraError
 from device.gate import ExposureGate, GateVerdict, board_stats
+from device.notify import watchdog_interval_s
 from device.presence import PresenceDetector, State
 from device.sortlog import SortEvent, SortLog, utc_iso
 
@@ -127,8 +128,6 @@ class Sorter:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, max_items: int | None = None) -> RunSummary:
-        from device.notify import watchdog_interval_s
-
         watchdog_s = watchdog_interval_s()
         if self.notifier:
             self.notifier.status("starting")

@@ -4,7 +4,8 @@ Frames are compared with the empty-board reference at 128x96 in grey levels, aft
 gain compensation (the median ratio frame/reference), so a change of light over the whole board
 is not an item. States move EMPTY -> OCCUPIED -> SETTLED -> EMPTY; the ``settled`` event fires
 once per item (or ``unsettled`` when an item keeps moving for ``max_settle_s``), and the
-next item is armed only after the board has been empty for ``clear_s``. All times are the frames' own timestamps (seconds of source time).
+next item is armed only after the board has been empty for ``clear_s``. All times are the
+frames' own timestamps (seconds of source time).
 
 Without a reference from calibration, the first ``learn_s`` seconds of frames (an empty scene)
 are taken as the board (state LEARNING).

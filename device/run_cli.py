@@ -77,9 +77,10 @@ def main(args) -> int:
         return 0
     status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
     controls = calibration[0].controls if calibration else None
-    with Notifier() as notifier, open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
-                     size=(config.camera.width, config.camera.height),
-                     folder_fps=config.camera.folder_fps) as camera, \
+    with Notifier() as notifier, \
+            open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
+                        size=(config.camera.width, config.camera.height),
+                        folder_fps=config.camera.folder_fps) as camera, \
             BinActuators(config.actuators, config.bins,
                          pin_factory=resolve_pin_factory(config.gpio.pin_factory)) as actuators, \
             SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep) as sortlog:
