@@ -71,9 +71,26 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def checkpoint_weights(ckpt: dict, raw: bool = False) -> dict[str, torch.Tensor]:
-    """The weight EMA when the checkpoint has one (and ``raw`` is not asked), else the raw weights."""
-    return ckpt["model"] if raw or not ckpt.get("model_ema") else ckpt["model_ema"]
+#: Which weights of a checkpoint to use: the better of the two on validation, the raw ones, the EMA.
+WEIGHT_CHOICES = ("best", "raw", "ema")
+
+
+def checkpoint_weights(ckpt: dict, which: str = "best") -> dict[str, torch.Tensor]:
+    """Raw or EMA weights of a training checkpoint.
+
+    ``best`` takes the one that scored higher on the validation split at the checkpoint's last
+    epoch (the EMA on a tie): at the end of a one-cycle schedule the raw weights often lead a
+    slow EMA. A checkpoint without an EMA always gives its raw weights.
+    """
+    if which not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, not {which!r}")
+    if not ckpt.get("model_ema") or which == "raw":
+        return ckpt["model"]
+    if which == "best":
+        last = (ckpt.get("history") or [{}])[-1]
+        if last.get("val_acc", 0.0) > last.get("val_acc_ema", 0.0):
+            return ckpt["model"]
+    return ckpt["model_ema"]
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 from device.classifier import Classifier, manifest_path_for
 from device.contract import ModelContract, preprocess, read_rgb
 from device.errors import DataError, ModelError
-from export.models import build_model, checkpoint_weights, load_checkpoint
+from export.models import WEIGHT_CHOICES, build_model, checkpoint_weights, load_checkpoint
 from export.package import save_model
 from export.split import load_split
 
@@ -37,12 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     p.add_argument("--parity-photos", type=int, default=16, help="validation photos for the parity check")
     p.add_argument("--max-delta", type=float, default=1e-3, help="largest allowed |logit difference|")
-    p.add_argument("--raw-weights", action="store_true", help="export the raw weights, not the EMA")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="best",
+                   help="raw or EMA weights; best: the one with the higher validation accuracy")
 
 
-def model_from_checkpoint(ckpt: dict, raw: bool = False) -> torch.nn.Module:
+def model_from_checkpoint(ckpt: dict, weights: str = "best") -> torch.nn.Module:
     model = build_model(ckpt["args"]["arch"], len(ckpt["classes"]), "scratch")
-    model.load_state_dict(checkpoint_weights(ckpt, raw))
+    model.load_state_dict(checkpoint_weights(ckpt, weights))
     return model.eval()
 
 
@@ -57,7 +58,7 @@ def main(args) -> int:
     split = load_split(args.split or args.checkpoint.parent / "split.json", args.data)
     if split.sha256 != ckpt["split_sha256"]:
         raise DataError(f"{args.split}: not the split this checkpoint was trained on")
-    model = model_from_checkpoint(ckpt, args.raw_weights)
+    model = model_from_checkpoint(ckpt, args.weights)
     dummy = torch.zeros(1, 3, contract.input_height, contract.input_width)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"

@@ -143,3 +143,18 @@ def test_damaged_data_folder_is_a_clear_error(small_data, tmp_path, capsys):
     assert cli_main(["train", "--data", str(broken), "--output-dir", str(tmp_path / "o2"), "--val-frac", "0",
                      "--test-frac", "0", "--batch-size", "4", "--epochs", "1", "--no-amp"]) == 65
     assert "5.jpg: not a readable image" in capsys.readouterr().err
+
+
+def test_checkpoint_weights_takes_the_better_of_raw_and_ema_on_validation():
+    from export.models import checkpoint_weights
+
+    raw, ema = {"w": "raw"}, {"w": "ema"}
+    ckpt = {"model": raw, "model_ema": ema, "history": [{"val_acc": 0.91, "val_acc_ema": 0.88}]}
+    assert checkpoint_weights(ckpt) is raw
+    assert checkpoint_weights(ckpt, "ema") is ema
+    ckpt["history"].append({"val_acc": 0.90, "val_acc_ema": 0.90})
+    assert checkpoint_weights(ckpt) is ema
+    assert checkpoint_weights(ckpt, "raw") is raw
+    assert checkpoint_weights({"model": raw, "model_ema": None}, "ema") is raw
+    with pytest.raises(ValueError):
+        checkpoint_weights(ckpt, "newest")
