@@ -250,7 +250,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"bins       {_counts(summary['bins'])}",
         f"classes    {_counts(summary['labels'])}",
         f"uncertain  {summary['uncertain']} ({rate * 100:.1f}%)",
-        f"rejected frames  {_counts(summary['reject_reasons'])}",
+        f"rejected frames while deciding items  {_counts(summary['reject_reasons'])}",
         f"latency    p50 {summary['latency_ms_p50']} ms  p95 {summary['latency_ms_p95']} ms",
         "per hour (UTC):",
     ]
