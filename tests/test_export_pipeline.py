@@ -13,6 +13,7 @@ from device.cli import main as cli_main
 from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
 from device.errors import DataError
 from export.evaluate import Evaluation
+from export.models import checkpoint_weights
 from export.package import read_metadata
 from export.split import load_split, make_split
 
@@ -146,8 +147,6 @@ def test_damaged_data_folder_is_a_clear_error(small_data, tmp_path, capsys):
 
 
 def test_checkpoint_weights_takes_the_better_of_raw_and_ema_on_validation():
-    from export.models import checkpoint_weights
-
     raw, ema = {"w": "raw"}, {"w": "ema"}
     ckpt = {"model": raw, "model_ema": ema, "history": [{"val_acc": 0.91, "val_acc_ema": 0.88}]}
     assert checkpoint_weights(ckpt) is raw
