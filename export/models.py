@@ -80,7 +80,8 @@ def checkpoint_weights(ckpt: dict, which: str = "best") -> dict[str, torch.Tenso
 
     ``best`` takes the one that scored higher on the validation split at the checkpoint's last
     epoch (the EMA on a tie): at the end of a one-cycle schedule the raw weights often lead a
-    slow EMA. A checkpoint without an EMA always gives its raw weights.
+    slow EMA. Without validation figures (``--train-on-val``) that is the EMA. A checkpoint
+    without an EMA always gives its raw weights.
     """
     if which not in WEIGHT_CHOICES:
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, not {which!r}")

@@ -8,6 +8,7 @@ teacher's pooled features through a projection used only in training.
     waste-sorter train --data DIR --output-dir runs/r34 [--init scratch|imagenet|FILE.pth]
     waste-sorter train ... --find-lr          # learning-rate range test -> PNG + suggestion
     waste-sorter train ... --resume           # continue from runs/r34/checkpoint.pth
+    waste-sorter train ... --train-on-val     # final refit of a recipe chosen on validation
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pth")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast")
+    p.add_argument("--train-on-val", action="store_true",
+                   help="final refit: the validation photos join training, so nothing is scored on them "
+                        "(export then takes the EMA weights); the test photos stay held out")
     p.add_argument("--limit-per-class", type=int, help="use at most N training photos per class (smoke tests)")
 
 
@@ -176,15 +180,16 @@ def main(args) -> int:
     args.num_classes = len(split.classes)
     contract = ModelContract(classes=split.classes, input_width=args.input_size,
                              input_height=args.input_height)
-    train_items = split.paths("train")
+    train_items = split.paths("train") + (split.paths("val") if args.train_on_val else [])
     if args.limit_per_class:
         train_items = [it for c in range(args.num_classes)
                        for it in [x for x in train_items if x[1] == c][:args.limit_per_class]]
     if len(train_items) < args.batch_size:
         raise DataError(f"{args.data}: {len(train_items)} training photos, fewer than one batch")
     images, labels = load_cached(train_items, "decode train")
-    val_inputs, val_labels = load_eval(split.paths("val"), contract, "decode val")
-    print(f"{len(images)} train / {len(val_inputs)} val photos, classes {', '.join(split.classes)}")
+    held_out = [] if args.train_on_val else split.paths("val")
+    val_inputs, val_labels = load_eval(held_out, contract, "decode val") if held_out else (None, None)
+    print(f"{len(images)} train / {len(held_out)} val photos, classes {', '.join(split.classes)}")
 
     model = build_model(args.arch, args.num_classes, args.init).to(device, memory_format=torch.channels_last)
     teacher = projector = None
@@ -256,9 +261,10 @@ def main(args) -> int:
                 ema.update_parameters(model)
             total += loss.item()
             bar.set_postfix(loss=f"{total / (step + 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-        record = {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "seconds": time.time() - t0,
-                  "val_acc": evaluate_accuracy(model, val_inputs, val_labels, device, args.amp)}
-        if ema is not None:
+        record = {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "seconds": time.time() - t0}
+        if val_inputs is not None:
+            record["val_acc"] = evaluate_accuracy(model, val_inputs, val_labels, device, args.amp)
+        if val_inputs is not None and ema is not None:
             record["val_acc_ema"] = evaluate_accuracy(ema.module, val_inputs, val_labels, device, args.amp)
         history.append(record)
         print(json.dumps(record))
