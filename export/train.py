@@ -264,8 +264,8 @@ def main(args) -> int:
         record = {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "seconds": time.time() - t0}
         if val_inputs is not None:
             record["val_acc"] = evaluate_accuracy(model, val_inputs, val_labels, device, args.amp)
-        if val_inputs is not None and ema is not None:
-            record["val_acc_ema"] = evaluate_accuracy(ema.module, val_inputs, val_labels, device, args.amp)
+            if ema is not None:
+                record["val_acc_ema"] = evaluate_accuracy(ema.module, val_inputs, val_labels, device, args.amp)
         history.append(record)
         print(json.dumps(record))
         save_checkpoint({

@@ -13,7 +13,7 @@ from device.cli import main as cli_main
 from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
 from device.errors import DataError
 from export.evaluate import Evaluation
-from export.models import checkpoint_weights
+from export.models import checkpoint_weights, load_checkpoint
 from export.package import read_metadata
 from export.split import load_split, make_split
 
@@ -160,14 +160,12 @@ def test_checkpoint_weights_takes_the_better_of_raw_and_ema_on_validation():
 
 
 def test_train_on_val_trains_on_train_and_val_and_scores_nothing_on_them(small_data, tmp_path, capsys):
-    import torch
-
     assert cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--train-on-val",
                      *TRAIN]) == 0
     split = load_split(tmp_path / "split.json", small_data)
     n_fit = len(split.files["train"]) + len(split.files["val"])
     assert f"{n_fit} train / 0 val photos" in capsys.readouterr().out
-    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
     assert ckpt["args"]["train_on_val"] is True
     assert not any(k.startswith("val_") for k in ckpt["history"][-1])
     assert checkpoint_weights(ckpt) is ckpt["model_ema"]  # no validation figures: the EMA
