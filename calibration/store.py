@@ -273,6 +273,10 @@ def load_board_image(path: str | Path, calibration: Calibration) -> np.ndarray:
         bgr = None
     if bgr is None:
         raise CalibrationError(f"{png}: board reference image is missing or unreadable")
+    width, height = calibration.image_size
+    if bgr.shape[:2] != (height, width):
+        raise CalibrationError(f"{png}: board reference image is {bgr.shape[1]}x{bgr.shape[0]}, but the "
+                               f"calibration's image_size is {width}x{height}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -329,6 +333,9 @@ def save_calibration(path: str | Path, calibration: Calibration, board_image: np
     if not isinstance(board_image, np.ndarray) or board_image.dtype != np.uint8 \
             or board_image.ndim != 3 or board_image.shape[2] != 3:
         raise CalibrationError(f"{path}: board image must be uint8 HxWx3 RGB")
+    if board_image.shape[:2] != (calibration.image_size[1], calibration.image_size[0]):
+        raise CalibrationError(f"{path}: board image is {board_image.shape[1]}x{board_image.shape[0]}, but "
+                               f"image_size is {calibration.image_size[0]}x{calibration.image_size[1]}")
     data = _encode(calibration)
     folder, hist = path.parent, path.parent / HISTORY_DIR
     entry: Path | None = None

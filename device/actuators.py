@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.config import ActuatorConfig, BinConfig
-from device.errors import ConfigError
+from device.errors import ActuatorError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,13 @@ class _Active:
 class BinActuators:
     def __init__(self, actuators: dict[str, ActuatorConfig], bins: dict[str, BinConfig], *, pin_factory):
         from gpiozero import AngularServo, DigitalOutputDevice
+        from gpiozero.exc import PinInvalidPin, PinPWMUnsupported
 
         self.bins = dict(bins)
         self.configs = dict(actuators)
         self.devices: dict[str, object] = {}
         self._active: dict[str, _Active] = {}
+        name = ""
         try:
             for name, cfg in actuators.items():
                 if cfg.type == "servo":
@@ -86,9 +88,12 @@ class BinActuators:
                 else:
                     self.devices[name] = DigitalOutputDevice(
                         cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=pin_factory)
-        except Exception as exc:
+        except (PinInvalidPin, PinPWMUnsupported) as exc:  # the configuration names a wrong pin
             self.close()
-            raise ConfigError(f"actuators: cannot set up GPIO ({exc})") from None
+            raise ConfigError(f"actuators.{name}.pin: {exc}") from None
+        except Exception as exc:  # busy line, driver trouble: a restart may succeed
+            self.close()
+            raise ActuatorError(f"actuators.{name}: cannot set up GPIO ({exc})") from None
 
     def actuate(self, bin_name: str, now_s: float) -> None:
         """Move/pulse the bin's actuator; it returns to safe at ``now_s`` + hold/pulse time."""

@@ -46,6 +46,10 @@ class Frame:
 
 
 class Camera(Protocol):
+    #: True for a camera filming now (frames keep coming while the loop is busy); False for a
+    #: recording, whose time stands still between ``capture()`` calls.
+    live: bool
+
     def capture(self) -> Frame | None:
         """The next frame, ``None`` at the end of a finite source."""
 
@@ -58,6 +62,8 @@ class Camera(Protocol):
 
 class CameraBase:
     """Context-manager plumbing shared by the backends."""
+
+    live = False
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass

@@ -50,7 +50,11 @@ class FolderCamera(CameraBase):
     """Images of a folder in name order, ``fps`` frames per second of source time."""
 
     def __init__(self, folder: Path, *, fps: float = 10.0):
-        self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            entries = list(Path(folder).iterdir())
+        except OSError as exc:  # PermissionError, NotADirectoryError, a folder gone meanwhile
+            raise CameraError(f"{folder}: image folder is unreadable ({exc.strerror or exc})") from None
+        self.paths = sorted(p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
             raise CameraError(f"{folder}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.fps = fps
@@ -73,30 +77,79 @@ class FolderCamera(CameraBase):
 
 
 class OpenCVCamera(CameraBase):
-    """A USB camera (``/dev/videoN``); each read has a timeout, since a read can block."""
+    """A USB camera (``/dev/videoN``); each read has a timeout, since a read can block.
+
+    The read runs in a daemon thread. After a timeout that thread may still be blocked in
+    ``cap.read()``: no second read is started, and :meth:`close` does not release the capture
+    under it (releasing during a read can crash the driver); the reader releases it when its read
+    returns, or the process exit does.
+    """
+
+    live = True
+
+    CLOSE_JOIN_S = 0.5  # how long close() waits for a blocked read to return
 
     def __init__(self, index: int, *, size: tuple[int, int], timeout_s: float):
-        self._cap = cv2.VideoCapture(index)
-        if not self._cap.isOpened():
+        cap = cv2.VideoCapture(index)
+        if not cap.isOpened():
             raise CameraError(f"opencv:{index}: camera could not be opened")
-        self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
-        self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
-        self.name = f"opencv:{index}"
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+        self._setup(cap, f"opencv:{index}", timeout_s)
+
+    @classmethod
+    def from_capture(cls, cap, name: str, timeout_s: float) -> "OpenCVCamera":
+        """An OpenCVCamera reading an already opened ``cv2.VideoCapture`` (tests, odd devices)."""
+        camera = cls.__new__(cls)
+        camera._setup(cap, name, timeout_s)
+        return camera
+
+    def _setup(self, cap, name: str, timeout_s: float) -> None:
+        self._cap = cap
+        self.name = name
         self.timeout_s = timeout_s
         self._t0 = time.monotonic()
         self._index = 0
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._reading = False  # a reader thread is inside cap.read()
+        self._closed = False
+
+    def _read(self, result: list) -> None:
+        try:
+            result.append(self._cap.read())
+        except Exception as exc:  # noqa: BLE001 - cv2.error from a failing driver
+            result.append(exc)
+        finally:
+            with self._lock:
+                self._reading = False
+                release = self._closed
+            if release:  # close() came while this read was blocked; no read can follow now
+                self._cap.release()
+                log.info("%s: released after its blocked read returned", self.name)
 
     def capture(self) -> Frame | None:
+        with self._lock:
+            if self._closed:
+                raise CameraError(f"{self.name}: camera is closed")
+            if self._reading:
+                raise CameraError(f"{self.name}: an earlier read is still blocked")
+            self._reading = True
         result: list = []
-        reader = threading.Thread(target=lambda: result.append(self._cap.read()), daemon=True)
-        reader.start()
+        self._reader = threading.Thread(target=self._read, args=(result,), name=f"{self.name} read",
+                                        daemon=True)
+        self._reader.start()
         # Wait in short slices: a SIGTERM delivered to another thread (the reader, an onnxruntime
         # worker) runs its handler only when the main thread is back in Python code.
         deadline = time.monotonic() + self.timeout_s
-        while reader.is_alive() and time.monotonic() < deadline:
-            reader.join(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
+        while self._reader.is_alive() and time.monotonic() < deadline:
+            self._reader.join(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
         if not result:
             raise CameraError(f"{self.name}: no frame within {self.timeout_s:.1f} s")
+        if isinstance(result[0], Exception):
+            text = str(result[0]).strip()
+            reason = text.splitlines()[0][:160] if text else type(result[0]).__name__
+            raise CameraError(f"{self.name}: read failed ({reason})")
         ok, bgr = result[0]
         if not ok:
             raise CameraError(f"{self.name}: camera stopped delivering frames")
@@ -106,4 +159,15 @@ class OpenCVCamera(CameraBase):
         return frame
 
     def close(self) -> None:
+        reader = self._reader
+        if reader is not None and reader.is_alive():
+            reader.join(self.CLOSE_JOIN_S)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._reading:
+                log.warning("%s: a read is still blocked after %.1f s; not releasing the camera under it "
+                            "(released when the read returns, or at exit)", self.name, self.CLOSE_JOIN_S)
+                return
         self._cap.release()

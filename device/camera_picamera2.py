@@ -18,27 +18,58 @@ log = logging.getLogger(__name__)
 WAIT_SLICE_S = 0.05
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
+
+
+def _import_picamera2():
+    """The Picamera2 class; CameraError (one line) when picamera2 is missing or breaks on import
+    (e.g. numpy 2 in the venv shadowing the apt numpy that picamera2/simplejpeg were built for)."""
+    try:
+        from picamera2 import Picamera2
+    except ModuleNotFoundError as exc:
+        if exc.name != "picamera2":  # picamera2 is there, one of its imports is not
+            raise CameraError(f"picamera2 could not be imported: {_first_line(exc)}") from exc
+        raise CameraError("picamera2 is not installed (on Raspberry Pi OS: apt install "
+                          "python3-picamera2, and a venv with --system-site-packages)") from exc
+    except Exception as exc:  # noqa: BLE001 - numpy ABI mismatches raise ValueError, ImportError, ...
+        raise CameraError(f"picamera2 could not be imported ({type(exc).__name__}: {_first_line(exc)}); "
+                          f"with apt picamera2 the venv needs numpy<2 (pip install '.[pi]')") from exc
+    return Picamera2
+
+
 class Picamera2Camera(CameraBase):
+    live = True
+
     def __init__(self, index: int = 0, *, size: tuple[int, int], controls: ExposureControls | None,
                  timeout_s: float = 2.0):
-        try:
-            from picamera2 import Picamera2
-        except ImportError as exc:
-            raise CameraError("picamera2 is not installed (on Raspberry Pi OS: apt install "
-                              "python3-picamera2, and a venv with --system-site-packages)") from exc
+        Picamera2 = _import_picamera2()
         self.timeout_s = timeout_s
+        self._t0_ns: int | None = None
+        self._index = 0
         try:
             self._cam = Picamera2(index)
+        except Exception as exc:  # libcamera raises RuntimeError, IndexError, ...
+            raise CameraError(f"picamera2:{index}: camera could not be opened ({_first_line(exc)})") from exc
+        try:
             config = self._cam.create_video_configuration(
                 main={"size": tuple(size), "format": "RGB888"}, buffer_count=4)
             self._cam.configure(config)
             self._cam.start()
-        except Exception as exc:  # libcamera raises RuntimeError, IndexError, ...
-            raise CameraError(f"picamera2:{index}: camera could not be started ({exc})") from exc
-        self._t0_ns: int | None = None
-        self._index = 0
-        if controls is not None:
-            self.set_controls(controls)
+            if controls is not None:
+                self.set_controls(controls)
+        except Exception as exc:
+            self._close_quietly()
+            raise CameraError(f"picamera2:{index}: camera could not be started ({_first_line(exc)})") from exc
+
+    def _close_quietly(self) -> None:
+        """Stop and close after a failed start, so the camera is free for the next try."""
+        for step in (self._cam.stop, self._cam.close):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the start error is the one to report
+                log.warning("picamera2: %s after a failed start: %s", step.__name__, _first_line(exc))
 
     def set_controls(self, controls: ExposureControls) -> None:
         """Apply manual exposure; the sensor applies them a few frames later (see metadata)."""

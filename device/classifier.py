@@ -106,8 +106,12 @@ class Classifier:
             raise ModelError(f"{self.path}: input shape {shape} does not match the contract "
                              f"[N, 3, {c.input_height}, {c.input_width}]")
         self._batch_dynamic = not isinstance(shape[0], int)
-        if not outputs or outputs[0].shape[-1] != len(c.classes):
-            raise ModelError(f"{self.path}: model gives {outputs[0].shape[-1] if outputs else 0} "
+        out_shape = list(outputs[0].shape) if outputs and outputs[0].shape is not None else None
+        if out_shape is None or len(out_shape) != 2:
+            raise ModelError(f"{self.path}: output shape {out_shape} is not [N, {len(c.classes)}] "
+                             f"(one score per class for each image)")
+        if outputs[0].shape[-1] != len(c.classes):
+            raise ModelError(f"{self.path}: model gives {outputs[0].shape[-1]} "
                              f"scores but the contract names {len(c.classes)} classes")
 
     @property
@@ -118,8 +122,13 @@ class Classifier:
         """Raw model output for a float32 N x 3 x H x W batch."""
         name = self.contract.input_name
         if self._batch_dynamic:
-            return self._session.run(None, {name: batch})[0]
-        return np.concatenate([self._session.run(None, {name: x[None]})[0] for x in batch])
+            out = np.asarray(self._session.run(None, {name: batch})[0])
+        else:
+            out = np.concatenate([np.atleast_1d(self._session.run(None, {name: x[None]})[0]) for x in batch])
+        if out.shape != (len(batch), len(self.classes)):  # a model whose declared shape is not what it gives
+            raise ModelError(f"{self.path}: output shape {list(out.shape)} for a batch of {len(batch)}, "
+                             f"expected [{len(batch)}, {len(self.classes)}]")
+        return out
 
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
         """Class probabilities (N x classes) of uint8 RGB frames of any size."""

@@ -214,6 +214,15 @@ def _check_references(config: Config) -> None:
                 actuator.min_angle_deg < actuator.max_angle_deg
                 and actuator.min_angle_deg <= actuator.home_angle_deg <= actuator.max_angle_deg):
             raise ConfigError(f"actuators.{name}: need min_angle_deg < max_angle_deg with home_angle_deg between")
+        if actuator.type == "servo" and actuator.min_pulse_width_ms >= actuator.max_pulse_width_ms:
+            raise ConfigError(f"actuators.{name}.min_pulse_width_ms: {actuator.min_pulse_width_ms} must be "
+                              f"less than actuators.{name}.max_pulse_width_ms ({actuator.max_pulse_width_ms})")
+    pins: dict[int, str] = {}
+    for name, actuator in config.actuators.items():
+        if actuator.pin in pins:
+            raise ConfigError(f"actuators.{name}.pin: GPIO {actuator.pin} is already used by "
+                              f"actuators.{pins[actuator.pin]}")
+        pins[actuator.pin] = name
     if config.presence.max_settle_s <= config.presence.settle_s:
         raise ConfigError(f"presence.max_settle_s: {config.presence.max_settle_s} must be longer than "
                           f"presence.settle_s ({config.presence.settle_s})")

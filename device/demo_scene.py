@@ -144,7 +144,12 @@ def render(items: list[SceneItem], out: Path, *, board: np.ndarray | None = None
 
 
 def photo_items(photos: Path, n: int, *, seed: int, overexposed: int, glare: int) -> list[SceneItem]:
-    classes = sorted(p.name for p in Path(photos).iterdir() if p.is_dir())
+    try:
+        classes = sorted(p.name for p in Path(photos).iterdir() if p.is_dir())
+    except FileNotFoundError:
+        raise DataError(f"{photos}: photo folder does not exist") from None
+    except OSError as exc:  # not a folder, no permission
+        raise DataError(f"{photos}: photo folder is unreadable ({exc.strerror or exc})") from None
     pool = [(c, p) for c in classes for p in sorted((Path(photos) / c).glob("*.jpg"))]
     if not pool:
         raise DataError(f"{photos}: no class folders with .jpg photos")

@@ -45,6 +45,13 @@ class CameraError(SorterError):
     exit_code = 74  # EX_IOERR
 
 
+class ActuatorError(SorterError):
+    """GPIO could not drive an actuator (a line held by another process, a driver hiccup):
+    a restart may well succeed, unlike a pin the configuration got wrong (ConfigError)."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
 class DataError(SorterError):
     """A data folder, split manifest or checkpoint is missing or damaged."""
 

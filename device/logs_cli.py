@@ -284,20 +284,23 @@ def emit(records: Iterable[Record], out: TextIO, *, as_json: bool, color: bool) 
 
 
 def main(args: argparse.Namespace, *, out: TextIO | None = None,
-         sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> int:
+         sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None,
+         now: float | None = None) -> int:
+    """``now`` (seconds since the epoch; default: the time) is what ``--since 2h`` counts back from."""
     out = sys.stdout if out is None else out
     try:
-        return _run(args, out, sleep, max_polls)
+        return _run(args, out, sleep, max_polls, now)
     except BrokenPipeError:  # `waste-sorter logs -f | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
-def _run(args: argparse.Namespace, out: TextIO, sleep: Callable[[float], None], max_polls: int | None) -> int:
+def _run(args: argparse.Namespace, out: TextIO, sleep: Callable[[float], None], max_polls: int | None,
+         now: float | None) -> int:
     path = resolve_log_path(args.log, args.config)
     if args.lines < 0:
         raise ConfigError(f"-n {args.lines}: must be >= 0")
-    since = parse_since(args.since) if args.since else None
+    since = parse_since(args.since, now) if args.since else None
     keep = make_filter(since, args.label, args.bin, args.reason)
     if not log_files(path) and not args.follow:
         print(f"waste-sorter logs: no sort log at {path}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
     frame -> gate verdict -> presence update -> (settled) classify -> route -> actuate -> log
 
-Time is the frame's timestamp. Signals: SIGTERM/SIGINT put every actuator in its safe state
+Time is the frame's timestamp, except for the actuators on a live camera: they are timed on
+``clock`` (``time.monotonic``), so a bin's hold or pulse lasts its full time from the moment the
+actuator moves, however long classification took. Signals: SIGTERM/SIGINT put every actuator in its safe state
 at once (inside the handler) and end the loop when the capture in progress returns: a frame
 captured after the signal is not processed, and a capture that then times out is no error.
 SIGHUP asks for the calibration to be reloaded, which happens between items (board empty),
@@ -66,8 +68,12 @@ class _Item:
 class Sorter:
     def __init__(self, config: Config, *, camera: Camera, classifier: Classifier, actuators: BinActuators,
                  sortlog: SortLog, calibration=None, calibration_loader: Callable[[], tuple] | None = None,
-                 notifier=None, status_writer: Callable[["Sorter"], None] | None = None):
+                 notifier=None, status_writer: Callable[["Sorter"], None] | None = None,
+                 clock: Callable[[], float] | None = None):
+        """``clock`` (seconds) times the actuators; ``None`` times them on frame timestamps
+        (source time: a replay actuates identically at any speed)."""
         self.config = config
+        self.clock = clock
         self.camera = camera
         self.classifier = classifier
         self.actuators = actuators
@@ -173,7 +179,7 @@ class Sorter:
         """Process one frame at source time ``t`` (seconds)."""
         self.summary.frames += 1
         self.summary.source_seconds = t
-        self.actuators.update(t)
+        self.actuators.update(self._actuator_time_s(t))
         verdict = self.gate.check(image)
         if verdict.stats is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
@@ -207,6 +213,9 @@ class Sorter:
             self._reload_calibration()
         return verdict
 
+    def _actuator_time_s(self, frame_time_s: float) -> float:
+        return self.clock() if self.clock is not None else frame_time_s
+
     def _count_reject(self, verdict: GateVerdict) -> None:
         if not verdict.accepted:
             self.summary.rejected_by_reason[verdict.reason] += 1
@@ -230,8 +239,10 @@ class Sorter:
             label, confidence, top3 = "", 0.0, ()
             rejects = ", ".join(f"{r} x{k}" for r, k in item.rejected.most_common()) or "none"
             bin_name, reason = routing.fallback_bin, f"all frames rejected ({rejects})"
-        if self._stop_signal is None:  # stopping: every actuator stays safe
-            self.actuators.actuate(bin_name, t)
+        if self._stop_signal is None:
+            self.actuators.actuate(bin_name, self._actuator_time_s(t))
+        else:  # stopping: every actuator stays safe
+            reason = "stopping: not actuated" + (f" ({reason})" if reason else "")
         latency_ms = (time.perf_counter() - started) * 1000
         event = SortEvent(
             ts=utc_iso(ms=True), source_time=t, item=item.number, label=label, confidence=confidence,

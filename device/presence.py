@@ -4,8 +4,11 @@ Frames are compared with the empty-board reference at 128x96 in grey levels, aft
 gain compensation (the median ratio frame/reference), so a change of light over the whole board
 is not an item. States move EMPTY -> OCCUPIED -> SETTLED -> EMPTY; the ``settled`` event fires
 once per item (or ``unsettled`` when an item keeps moving for ``max_settle_s``), and the
-next item is armed only after the board has been empty for ``clear_s``. All times are the
-frames' own timestamps (seconds of source time).
+next item is armed once the board has been empty for ``clear_s``. A settled board that is
+disturbed and comes to rest looking different (a second item dropped on the first, one item
+swapped for another, debris left behind by the actuators) counts as a new arrival; the same
+view after a disturbance (a hand passing, glare) does not. All times are the frames' own
+timestamps (seconds of source time).
 
 Without a reference from calibration, the first ``learn_s`` seconds of frames (an empty scene)
 are taken as the board (state LEARNING).
@@ -70,6 +73,8 @@ class PresenceDetector:
         self._still_since: float | None = None
         self._empty_since: float | None = None
         self._arrived_at = 0.0
+        self._settled_view: np.ndarray | None = None  # what the board looked like when it settled
+        self._disturbed = False  # moved since it settled
         if reference is not None:
             self.set_reference(reference)
 
@@ -90,7 +95,7 @@ class PresenceDetector:
         ratio = (small + 1.0) / (self._ref + 1.0)
         gain = float(np.median(ratio))
         compensated = small / max(gain, 1e-3)
-        changed_frac = 1.0 if overexposed else float((np.abs(compensated - self._ref) > s.diff_level).mean())
+        changed_frac = 1.0 if overexposed else self._changed_share(compensated, self._ref)
         motion_frac = 1.0 if self._prev is None else float((np.abs(compensated - self._prev) > s.motion_level).mean())
         self._prev = compensated
         if motion_frac < s.settle_motion_frac:
@@ -112,6 +117,8 @@ class PresenceDetector:
                 self.state, event = State.SETTLED, "settled"
             elif timestamp_s - self._arrived_at >= s.max_settle_s:
                 self.state, event = State.SETTLED, "unsettled"
+            if self.state is State.SETTLED:
+                self._settled_view, self._disturbed = compensated, False
         elif self.state is State.SETTLED:
             if changed_frac < s.empty_frac:
                 self._empty_since = timestamp_s if self._empty_since is None else self._empty_since
@@ -120,8 +127,19 @@ class PresenceDetector:
                     self._empty_since = None
             else:
                 self._empty_since = None
+                if motion_frac >= s.settle_motion_frac and not overexposed:
+                    self._disturbed = True
+                elif self._disturbed and still_for >= s.settle_s:
+                    self._disturbed = False
+                    if self._changed_share(compensated, self._settled_view) > s.item_frac:
+                        self.state, event = State.OCCUPIED, "arrived"  # settles after settle_s more
+                        self._arrived_at = self._still_since = timestamp_s
         stable = self.state in (State.OCCUPIED, State.SETTLED) and self._still_since is not None
         return PresenceUpdate(self.state, event, changed_frac, motion_frac, stable)
+
+    def _changed_share(self, view: np.ndarray, reference: np.ndarray) -> float:
+        """Share of the board where ``view`` differs from ``reference`` by > ``diff_level``."""
+        return float((np.abs(view - reference) > self.settings.diff_level).mean())
 
     def _learn(self, image: np.ndarray, small: np.ndarray, timestamp_s: float) -> PresenceUpdate:
         if self._learn_start is None:

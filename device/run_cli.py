@@ -22,7 +22,7 @@ from device.actuators import BinActuators, resolve_pin_factory
 from device.camera import open_camera
 from device.classifier import Classifier
 from device.config import Config, load_config
-from device.errors import ConfigError
+from device.errors import CalibrationError, ConfigError
 from calibration.store import load_with_board
 from device.loop import Sorter
 from device.notify import Notifier
@@ -59,15 +59,29 @@ def effective_config(args) -> Config:
     return config
 
 
+def load_calibration_for(path: Path, size: tuple[int, int]):
+    """(calibration, board image) from ``path``; CalibrationError when it was made for frames of
+    another size than the camera's configured ``size`` (width, height): its board reference and
+    gate statistics would not describe the frames the sorter sees."""
+    calibration, board = load_with_board(path)
+    if tuple(calibration.image_size) != tuple(size):
+        cw, ch = calibration.image_size
+        raise CalibrationError(f"{path}: image_size {cw}x{ch} of calibration {calibration.id} does not match "
+                               f"the camera's {size[0]}x{size[1]} (camera.width, camera.height); recalibrate "
+                               f"or set the camera size")
+    return calibration, board
+
+
 def main(args) -> int:
     config = effective_config(args)
+    size = (config.camera.width, config.camera.height)
     calibration_path = Path(config.calibration.path) if config.calibration.path else None
     calibration = None
     if calibration_path and not calibration_path.exists():
         log.warning("no calibration at %s yet: default gate, board learned at start; "
                     "`waste-sorter calibrate` writes it and reloads the sorter", calibration_path)
     elif calibration_path:
-        calibration = load_with_board(calibration_path)
+        calibration = load_calibration_for(calibration_path, size)
     classifier = Classifier(config.model.path or None, threads=config.model.threads)
     unrouted = [c for c in classifier.classes if c not in config.routing.classes]
     if args.check_config:
@@ -77,24 +91,39 @@ def main(args) -> int:
         return 0
     status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
     controls = calibration[0].controls if calibration else None
-    with Notifier() as notifier, \
-            open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
-                        size=(config.camera.width, config.camera.height),
-                        folder_fps=config.camera.folder_fps) as camera, \
-            BinActuators(config.actuators, config.bins,
-                         pin_factory=resolve_pin_factory(config.gpio.pin_factory)) as actuators, \
-            SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep) as sortlog:
-        sorter = Sorter(config, camera=camera, classifier=classifier, actuators=actuators, sortlog=sortlog,
-                        calibration=calibration,
-                        calibration_loader=(lambda: load_with_board(calibration_path)) if calibration_path else None,
-                        notifier=notifier, status_writer=status_writer)
-        sorter.install_signal_handlers()
-        summary = sorter.run(max_items=args.max_items)
+    sortlog = SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep)
+    try:
+        with Notifier() as notifier, \
+                open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
+                            size=size, folder_fps=config.camera.folder_fps) as camera, \
+                BinActuators(config.actuators, config.bins,
+                             pin_factory=resolve_pin_factory(config.gpio.pin_factory)) as actuators, \
+                sortlog:
+            sorter = Sorter(config, camera=camera, classifier=classifier, actuators=actuators, sortlog=sortlog,
+                            calibration=calibration,
+                            calibration_loader=((lambda: load_calibration_for(calibration_path, size))
+                                                if calibration_path else None),
+                            notifier=notifier, status_writer=status_writer,
+                            clock=time.monotonic if camera.live else None)
+            sorter.install_signal_handlers()
+            summary = sorter.run(max_items=args.max_items)
+    finally:
+        _journal_unwritten(sortlog)
     print(summary.format())
     if sortlog.pending:
-        log.error("%d record(s) could not be written to %s", sortlog.pending, config.log.path)
         return 75
     return 0
+
+
+def _journal_unwritten(sortlog: SortLog) -> None:
+    """Records the sort log still holds in memory (disk full, read-only) go to the journal, one
+    ERROR line each, so ending the run (normally or by an error) does not lose them."""
+    lines = sortlog.unwritten()
+    if not lines:
+        return
+    log.error("%d record(s) could not be written to %s; they follow, one per line", len(lines), sortlog.path)
+    for line in lines:
+        log.error("unwritten sort record: %s", line)
 
 
 def _status_writer(path: Path, classifier: Classifier):

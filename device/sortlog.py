@@ -109,6 +109,10 @@ class SortLog:
     def pending(self) -> int:
         return len(self._pending)
 
+    def unwritten(self) -> list[str]:
+        """The records still waiting in memory (JSON, without the newline), oldest first."""
+        return [line.rstrip("\n") for line in self._pending]
+
     def _write(self, line: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)

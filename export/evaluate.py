@@ -2,10 +2,15 @@
 
     waste-sorter evaluate --data DIR [--model M] [--split S --subset test] [--out-dir D] [--json]
 
-Needs only the device dependencies (onnxruntime, OpenCV, numpy); the PNGs (confusion matrix,
-the most confidently wrong photos) need matplotlib and are skipped without it. Without
-``--model`` the device's default model is evaluated. Class folders are matched to the model's
-classes by name.
+Needs only the device dependencies (onnxruntime, OpenCV, numpy). Without ``--model`` the
+device's default model is evaluated. Class folders are matched to the model's classes by name,
+in any case (``Cardboard/`` holds cardboard); a folder may hold only some of the classes.
+Photos that cannot be read are skipped with a warning and listed in the report.
+
+PNGs (the confusion matrix and the most confidently wrong photos) are written only with
+``--out-dir``, and only where matplotlib is installed (``pip install matplotlib``; it is not a
+device dependency); without it, or if they cannot be written, a warning says so and the printed
+result and exit status stay as they are.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="ONNX model (default: the device's shipped model)")
     p.add_argument("--split", type=Path, help="evaluate only one subset of this split manifest")
     p.add_argument("--subset", choices=("train", "val", "test"), default="test")
-    p.add_argument("--out-dir", type=Path, help="write confusion.png and most_confused.png here")
+    p.add_argument("--out-dir", type=Path,
+                   help="also write confusion.png and most_confused.png here (needs matplotlib); "
+                        "without this option no PNGs are written")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--threads", type=int, default=2)
 
@@ -41,6 +48,7 @@ class Evaluation:
     labels: np.ndarray  # true class index per photo
     probabilities: np.ndarray  # N x classes
     paths: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # photos that could not be read
 
     @property
     def predictions(self) -> np.ndarray:
@@ -61,7 +69,7 @@ class Evaluation:
                                "recall": float(c[i, i] / actual) if actual else 0.0, "n": actual}
         n = int(c.sum())
         return {"accuracy": float(np.trace(c) / n) if n else 0.0, "n": n, "classes": list(self.classes),
-                "per_class": per_class, "confusion": c.tolist()}
+                "per_class": per_class, "confusion": c.tolist(), "skipped": list(self.skipped)}
 
     def most_confused(self, k: int = 16) -> list[tuple[str, str, str, float]]:
         """(path, true, predicted, confidence) of the most confidently wrong photos."""
@@ -77,28 +85,47 @@ def photo_list(data: Path, classes: tuple[str, ...], split: Path | None, subset:
         from export.split import load_split
 
         s = load_split(split, data)
-        index = {name: classes.index(name) for name in s.classes if name in classes}
-        missing = [c for c in s.classes if c not in index]
+        index = {name: class_index(name, classes) for name in s.classes}
+        missing = [c for c, i in index.items() if i is None]
         if missing:
             raise DataError(f"{split}: classes {missing} are unknown to the model")
         return [(p, index[s.classes[label]]) for p, label in s.paths(subset)]
     from export.split import scan_image_folder
 
-    folder_classes, per_class = scan_image_folder(data)
-    unknown = [c for c in folder_classes if c not in classes]
+    folder_classes, per_class = scan_image_folder(data, min_classes=1)
+    index = {name: class_index(name, classes) for name in folder_classes}
+    unknown = [c for c, i in index.items() if i is None]
     if unknown:
         raise DataError(f"{data}: class folders {unknown} are not classes of the model {list(classes)}")
-    return [(data / rel, classes.index(c)) for c in folder_classes for rel in per_class[c]]
+    return [(data / rel, index[c]) for c in folder_classes for rel in per_class[c]]
+
+
+def class_index(name: str, classes: tuple[str, ...]) -> int | None:
+    """The model class a folder name stands for: the same name, else the same name in another case."""
+    if name in classes:
+        return classes.index(name)
+    folded = [i for i, c in enumerate(classes) if c.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def evaluate(classifier: Classifier, items: list[tuple[Path, int]], batch: int = 32) -> Evaluation:
-    probs = []
+    """Score every readable photo; an unreadable one is logged and listed in ``skipped``."""
+    probs, done, skipped = [], [], []
     for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
-        probs.append(classifier.probabilities([read_rgb(str(p)) for p, _ in chunk]))
-    return Evaluation(classifier.classes, np.array([label for _, label in items], dtype=np.int64),
+        images = []
+        for path, label in items[start:start + batch]:
+            try:
+                images.append(read_rgb(str(path)))
+            except DataError as exc:  # names the file
+                log.warning("skipped %s", exc)
+                skipped.append(str(path))
+                continue
+            done.append((path, label))
+        if images:
+            probs.append(classifier.probabilities(images))
+    return Evaluation(classifier.classes, np.array([label for _, label in done], dtype=np.int64),
                       np.concatenate(probs) if probs else np.zeros((0, len(classifier.classes))),
-                      tuple(str(p) for p, _ in items))
+                      tuple(str(p) for p, _ in done), tuple(skipped))
 
 
 def format_report(e: Evaluation) -> str:
@@ -112,6 +139,9 @@ def format_report(e: Evaluation) -> str:
               " " * (width + 2) + " ".join(f"{c[:6]:>6}" for c in e.classes)]
     for name, row in zip(e.classes, e.confusion):
         lines.append(f"{name:<{width}}  " + " ".join(f"{v:6d}" for v in row))
+    if e.skipped:
+        shown = ", ".join(e.skipped[:5]) + (f" and {len(e.skipped) - 5} more" if len(e.skipped) > 5 else "")
+        lines += ["", f"skipped {len(e.skipped)} unreadable photo{'s' if len(e.skipped) > 1 else ''}: {shown}"]
     return "\n".join(lines)
 
 
@@ -122,7 +152,7 @@ def write_plots(e: Evaluation, out_dir: Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed: no PNGs written")
+        log.warning("matplotlib is not installed: no PNGs written (pip install matplotlib)")
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -162,12 +192,17 @@ def main(args) -> int:
     if not items:
         raise DataError(f"{args.data}: no photos to evaluate")
     result = evaluate(classifier, items)
+    if not len(result.labels):
+        raise DataError(f"{args.data}: none of the {len(items)} photos could be read")
     if args.json:
         print(json.dumps({**result.summary(), "model": str(classifier.path),
                           "model_sha256": classifier.sha256}))
     else:
         print(format_report(result))
     if args.out_dir:
-        for path in write_plots(result, args.out_dir):
-            log.info("wrote %s", path)
+        try:
+            for path in write_plots(result, args.out_dir):
+                log.info("wrote %s", path)
+        except OSError as exc:  # the result is printed already: a lost PNG is only a warning
+            log.warning("could not write the PNGs to %s (%s)", args.out_dir, exc)
     return 0

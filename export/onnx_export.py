@@ -55,10 +55,15 @@ def parity_inputs(split, contract: ModelContract, n: int) -> np.ndarray:
 def main(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     contract = ModelContract.from_json(ckpt["contract"])
-    split = load_split(args.split or args.checkpoint.parent / "split.json", args.data)
+    split_path = args.split or args.checkpoint.parent / "split.json"
+    split = load_split(split_path, args.data)
     if split.sha256 != ckpt["split_sha256"]:
-        raise DataError(f"{args.split}: not the split this checkpoint was trained on")
-    model = model_from_checkpoint(ckpt, args.weights)
+        raise DataError(f"{split_path}: not the split this checkpoint was trained on")
+    try:
+        model = model_from_checkpoint(ckpt, args.weights)
+    except (KeyError, RuntimeError) as exc:  # a foreign or damaged checkpoint: one line
+        detail = f"no {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
+        raise DataError(f"{args.checkpoint}: weights do not fit this model ({detail})") from None
     dummy = torch.zeros(1, 3, contract.input_height, contract.input_width)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"

@@ -22,7 +22,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from device.classifier import Classifier
 from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
-from device.errors import ModelError
+from device.errors import DataError, ModelError
 from device.bench import latency_ms
 from export.evaluate import evaluate
 from export.package import save_model
@@ -58,7 +58,12 @@ class PhotoReader(CalibrationDataReader):
 
 
 def accuracy(classifier: Classifier, items: list[tuple[Path, int]]) -> float:
-    return evaluate(classifier, items).summary()["accuracy"]
+    """Accuracy on every listed photo: the split's photos must all be readable."""
+    result = evaluate(classifier, items)
+    if result.skipped:
+        raise DataError(f"{result.skipped[0]}: unreadable photo in the split "
+                        f"({len(result.skipped)} in all); accuracy would not cover the whole test split")
+    return result.summary()["accuracy"]
 
 
 def main(args) -> int:

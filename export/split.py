@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from device.atomic import write_bytes
-from device.camera_opencv import IMAGE_SUFFIXES
 from device.errors import DataError
 
 SUBSETS = ("train", "val", "test")
+#: Photo suffixes, as torchvision's ImageFolder (matched in any case).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -53,23 +55,32 @@ def _canonical(classes, files) -> str:
     )
 
 
-def scan_image_folder(root: Path) -> tuple[tuple[str, ...], dict[str, list[str]]]:
-    """Classes (sorted folder names) and each class's photos (relative paths, sorted)."""
+def scan_image_folder(root: Path, *, min_classes: int = 2) -> tuple[tuple[str, ...], dict[str, list[str]]]:
+    """Classes (sorted folder names) and each class's photos (relative paths, sorted).
+
+    Like torchvision's ImageFolder: each class folder is walked recursively (following links),
+    photos are recognised by IMG_EXTENSIONS in any case, and hidden entries (``.ipynb_checkpoints/``,
+    macOS ``._x.jpg``, ``.DS_Store``) are skipped. Class folders without photos are left out.
+    """
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
-    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
-    per_class = {
-        c: sorted(
-            f"{c}/{p.name}"
-            for p in (root / c).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        for c in classes
-    }
-    per_class = {c: files for c, files in per_class.items() if files}
-    if len(per_class) < 2:
-        raise DataError(f"{root}: expected an ImageFolder with >= 2 class folders of photos")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = {c: photos for c in classes if (photos := _photos_in(root, c))}
+    if len(per_class) < min_classes:
+        raise DataError(f"{root}: expected an ImageFolder with >= {min_classes} class folder"
+                        f"{'s' if min_classes > 1 else ''} of photos ({', '.join(IMG_EXTENSIONS)})")
     return tuple(per_class), per_class
+
+
+def _photos_in(root: Path, name: str) -> list[str]:
+    """Relative paths ("glass/sub/b.jpg") of the photos anywhere below ``root/name``, sorted."""
+    found = []
+    for folder, subfolders, files in os.walk(root / name, followlinks=True):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        rel = Path(folder).relative_to(root).as_posix()
+        found += [f"{rel}/{f}" for f in files
+                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+    return sorted(found)
 
 
 def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> Split:

@@ -7,7 +7,7 @@ teacher's pooled features through a projection used only in training.
 
     waste-sorter train --data DIR --output-dir runs/r34 [--init scratch|imagenet|FILE.pth]
     waste-sorter train ... --find-lr          # learning-rate range test -> PNG + suggestion
-    waste-sorter train ... --resume           # continue from runs/r34/checkpoint.pth
+    waste-sorter train ... --resume           # continue runs/r34/checkpoint.pth (same arguments)
     waste-sorter train ... --train-on-val     # final refit of a recipe chosen on validation
 """
 
@@ -163,6 +163,29 @@ def find_lr(model, projector, teacher, images, labels, augment, optimizer, args,
     return suggested
 
 
+#: Arguments that change the optimisation or the data: a resumed run must keep them.
+RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
+               "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
+               "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
+               "feature_weight", "model_ema_decay", "split")
+
+
+def resume_mismatches(saved: dict, args) -> list[str]:
+    """``key=saved, not now`` for each RESUME_KEYS argument that differs from the checkpoint's
+    (keys an older checkpoint lacks are not compared)."""
+    def plain(v):
+        return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
+
+    return [f"{k}={saved[k]}, not {getattr(args, k)}" for k in RESUME_KEYS
+            if k in saved and hasattr(args, k) and plain(saved[k]) != plain(getattr(args, k))]
+
+
+def unfit(path: Path, exc: Exception, what: str = "weights do not fit this model") -> DataError:
+    """A one-line error for a checkpoint whose weights or keys do not fit."""
+    detail = f"no {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
+    return DataError(f"{path}: {what} ({detail})")
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -175,9 +198,16 @@ def main(args) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args.input_height = args.input_height or round(args.input_size * 3 / 4)
+    ckpt_path = out / "checkpoint.pth"
+    ckpt = load_checkpoint(ckpt_path) if args.resume else None
+    if ckpt is not None and (changed := resume_mismatches(ckpt["args"], args)):
+        raise DataError(f"--resume: checkpoint was trained with {'; '.join(changed)} "
+                        "(resume with the same values, or start anew with --init FILE.pth)")
     split = load_or_make_split(args.split or out / "split.json", args.data,
                                val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
     args.num_classes = len(split.classes)
+    if ckpt is not None and ckpt["split_sha256"] != split.sha256:
+        raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
     contract = ModelContract(classes=split.classes, input_width=args.input_size,
                              input_height=args.input_height)
     train_items = split.paths("train") + (split.paths("val") if args.train_on_val else [])
@@ -191,14 +221,19 @@ def main(args) -> int:
     val_inputs, val_labels = load_eval(held_out, contract, "decode val") if held_out else (None, None)
     print(f"{len(images)} train / {len(held_out)} val photos, classes {', '.join(split.classes)}")
 
-    model = build_model(args.arch, args.num_classes, args.init).to(device, memory_format=torch.channels_last)
+    # On --resume the checkpoint's weights replace the initial ones: don't fetch those.
+    model = build_model(args.arch, args.num_classes, "scratch" if ckpt is not None else args.init)
+    model = model.to(device, memory_format=torch.channels_last)
     teacher = projector = None
     if args.teacher:
         teacher_ckpt = load_checkpoint(args.teacher)
         if list(teacher_ckpt["classes"]) != list(split.classes):
             raise DataError(f"{args.teacher}: teacher classes {teacher_ckpt['classes']} differ from the data's")
-        teacher = build_model(teacher_ckpt["args"]["arch"], args.num_classes, "scratch")
-        teacher.load_state_dict(checkpoint_weights(teacher_ckpt))
+        try:
+            teacher = build_model(teacher_ckpt["args"]["arch"], args.num_classes, "scratch")
+            teacher.load_state_dict(checkpoint_weights(teacher_ckpt))
+        except (KeyError, RuntimeError) as exc:
+            raise unfit(args.teacher, exc, "teacher weights do not fit") from None
         teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         projector = nn.Linear(feature_dim(model), feature_dim(teacher)).to(device)
 
@@ -221,9 +256,7 @@ def main(args) -> int:
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.model_ema_decay), use_buffers=True)
            if args.model_ema_decay > 0 else None)
     start_epoch, history = 0, []
-    ckpt_path = out / "checkpoint.pth"
-    if args.resume:
-        ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -232,14 +265,13 @@ def main(args) -> int:
                 ema.load_state_dict(ckpt["model_ema_full"])
             if projector is not None and ckpt.get("projector"):
                 projector.load_state_dict(ckpt["projector"])
+            start_epoch, history = ckpt["epoch"] + 1, ckpt.get("history", [])
         except (OSError, RuntimeError, EOFError, KeyError, ValueError) as exc:
-            raise DataError(f"{ckpt_path}: cannot resume from this checkpoint ({exc})") from exc
-        if ckpt["args"]["epochs"] != args.epochs:
-            raise DataError(f"{ckpt_path}: checkpoint's schedule has --epochs {ckpt['args']['epochs']}; "
-                            "resume with the same value (or start anew with --init FILE.pth)")
-        if ckpt.get("split_sha256") != split.sha256:
-            raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
-        start_epoch, history = ckpt["epoch"] + 1, ckpt.get("history", [])
+            raise unfit(ckpt_path, exc, "cannot resume from this checkpoint") from None
+        if ckpt.get("rng_state") is not None:  # older checkpoints lack it: carry on without
+            torch.set_rng_state(ckpt["rng_state"])
+        if device.type == "cuda" and ckpt.get("cuda_rng_state") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng_state"], device)
         print(f"resumed from {ckpt_path} at epoch {start_epoch}")
 
     for epoch in range(start_epoch, args.epochs):
@@ -281,6 +313,8 @@ def main(args) -> int:
             "contract": contract.to_json(),
             "split_sha256": split.sha256,
             "history": history,
+            "rng_state": torch.get_rng_state(),
+            "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }, ckpt_path)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return 0

@@ -107,7 +107,12 @@ do_install() {
         python3 -m venv --system-site-packages "$VENV"
     fi
     "$VENV/bin/pip" install --quiet --upgrade pip
+    # the pi extra pins numpy<2 and opencv<4.12: apt's picamera2/simplejpeg break under numpy 2
     "$VENV/bin/pip" install --quiet --upgrade "$SRC_DIR[pi]"
+    if ! err=$("$VENV/bin/python" -c "import numpy, cv2, picamera2" 2>&1); then
+        echo "install.sh: the venv cannot import numpy, cv2 and picamera2 together: $(echo "$err" | tail -n 1)" >&2
+        exit 1
+    fi
     install -d -m 0755 "$PREFIX/systemd"
     install -m 0644 "$SRC_DIR/systemd/README.md" "$PREFIX/systemd/README.md"
     ln -sfn "$VENV/bin/waste-sorter" /usr/local/bin/waste-sorter   # for operators over SSH

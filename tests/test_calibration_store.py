@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,6 +51,18 @@ def test_roundtrip_and_board_image(tmp_path):
     image = store.load_board_image(path, loaded)
     assert image.dtype == np.uint8 and image.shape == (24, 32, 3) and (image == 190).all()
     assert store.load_with_board(path)[0] == cal
+
+
+def test_board_image_of_another_size_than_image_size(tmp_path):
+    path = store.save_calibration(tmp_path / "calibration.json", make_calibration(), BOARD)
+    cv2.imwrite(str(tmp_path / make_calibration().board_reference), np.full((48, 64, 3), 190, np.uint8))
+    with pytest.raises(CalibrationError, match=r"board reference image is 64x48, but the calibration's "
+                                               r"image_size is 32x24$"):
+        store.load_with_board(path)
+    with pytest.raises(CalibrationError, match=r"board image is 64x48, but image_size is 32x24$"):
+        store.save_calibration(tmp_path / "other" / "calibration.json", make_calibration(),
+                               np.full((48, 64, 3), 190, np.uint8))
+    assert not (tmp_path / "other").exists()
 
 
 def test_missing_board_image(tmp_path):
@@ -192,17 +205,27 @@ def _temps(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if ".tmp-" in p.name]
 
 
+def _fd_name(fd: int) -> str:
+    return Path(os.readlink(f"/proc/self/fd/{fd}")).name
+
+
 @pytest.mark.parametrize("target", ["replace", "fsync"])
 def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch, target):
+    """The write of calibration.json itself fails (its rename, or the fsync of its temp file), after
+    the new board PNG and the history entry were written: the old file stays current."""
+    if target == "fsync" and not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to tell which file an fsync is for")
     path = tmp_path / "calibration.json"
     store.save_calibration(path, make_calibration("old-1"), BOARD)
     before = path.read_bytes()
-    calls = {"n": 0}
+    seen, failed = [], []
     real = os.replace if target == "replace" else os.fsync
 
     def failing(*args, **kwargs):
-        calls["n"] += 1
-        if target == "fsync" or Path(args[1]).name == "calibration.json":
+        name = Path(args[1]).name if target == "replace" else _fd_name(args[0])
+        seen.append(name)
+        if name == "calibration.json" or name.startswith(".calibration.json.tmp-"):
+            failed.append(name)
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
@@ -210,7 +233,8 @@ def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch, target):
     with pytest.raises(CalibrationError, match="could not be written"):
         store.save_calibration(path, make_calibration("new-2", exposure_us=9000), BOARD)
     monkeypatch.undo()
-    assert calls["n"] > 0
+    assert len(failed) == 1  # the failure hit calibration.json's write ...
+    assert any(n.startswith(".board-new-2.png.tmp-") or n == "board-new-2.png" for n in seen)  # ... after the PNG
     assert path.read_bytes() == before
     assert store.load_calibration(path).id == "old-1"
     assert _temps(tmp_path) == [] and store.history(path) == []  # old-1 is still current, not history

@@ -7,16 +7,19 @@ real threading.Event for its timeout and then raises CameraError, as the live ba
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.actuators import BinActuators
-from device.camera import Frame, open_camera
-from device.camera_opencv import OpenCVCamera, VideoFileCamera
+from device.camera import CameraBase, Frame, open_camera
+from device.camera_opencv import FolderCamera, OpenCVCamera, VideoFileCamera
 from device.classifier import Classifier
 from device.cli import main as cli_main
 from device.errors import CameraError
@@ -27,7 +30,7 @@ from conftest import CONFIG
 TIMEOUT_S = 0.3
 
 
-class StallingCamera:
+class StallingCamera(CameraBase):
     """Frames of ``inner`` until ``stall_now()`` is true; then no frame for ``timeout_s``: CameraError."""
 
     def __init__(self, inner, stall_now, timeout_s: float = TIMEOUT_S, before_stall=None):
@@ -48,12 +51,6 @@ class StallingCamera:
 
     def close(self) -> None:
         self.inner.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @pytest.fixture
@@ -80,9 +77,7 @@ def test_camera_that_cannot_open(source, expected):
 def test_opencv_camera_that_stops_delivering_frames(scene):
     """The real OpenCVCamera read path on a real cv2.VideoCapture (of the scene file instead of
     /dev/videoN): frames while the capture delivers, then a clear CameraError, not None."""
-    camera = object.__new__(OpenCVCamera)
-    camera._cap, camera.name, camera.timeout_s = cv2.VideoCapture(str(scene[0])), "opencv:7", 1.0
-    camera._t0, camera._index = time.monotonic(), 0
+    camera = OpenCVCamera.from_capture(cv2.VideoCapture(str(scene[0])), "opencv:7", timeout_s=1.0)
     with camera:
         frames = [camera.capture() for _ in range(3)]
         assert [f.index for f in frames] == [0, 1, 2] and frames[0].image.shape == (384, 512, 3)
@@ -90,6 +85,80 @@ def test_opencv_camera_that_stops_delivering_frames(scene):
         with pytest.raises(CameraError, match=r"^opencv:7: camera stopped delivering frames$"):
             while True:
                 camera.capture()
+    assert not camera._cap.isOpened()  # no read in flight: close() released it
+
+
+class BlockingCapture:
+    """A capture whose read() blocks until ``unblock`` is set, as a wedged USB camera's does."""
+
+    def __init__(self) -> None:
+        self.unblock = threading.Event()
+        self.reads = 0
+        self.released = 0
+
+    def read(self):
+        self.reads += 1
+        self.unblock.wait()
+        return False, None
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_close_never_releases_under_a_blocked_read(monkeypatch, caplog):
+    cap = BlockingCapture()
+    monkeypatch.setattr(OpenCVCamera, "CLOSE_JOIN_S", 0.0)
+    camera = OpenCVCamera.from_capture(cap, "opencv:5", timeout_s=0.0)
+    try:
+        with pytest.raises(CameraError, match=r"^opencv:5: no frame within 0.0 s$"):
+            camera.capture()
+        with pytest.raises(CameraError, match="an earlier read is still blocked"):
+            camera.capture()  # no second read on the same capture
+        with caplog.at_level(logging.WARNING, logger="device.camera_opencv"):
+            camera.close()
+        assert cap.released == 0 and cap.reads == 1
+        assert any("still blocked" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    finally:
+        cap.unblock.set()
+    camera._reader.join(10)
+    assert not camera._reader.is_alive()
+    assert cap.released == 1  # by the reader, once its read returned
+    camera.close()
+    assert cap.released == 1
+
+
+def test_close_waits_for_a_read_that_returns(caplog, monkeypatch):
+    monkeypatch.setattr(OpenCVCamera, "CLOSE_JOIN_S", 30.0)  # join returns when the read does
+    cap = BlockingCapture()
+    camera = OpenCVCamera.from_capture(cap, "opencv:6", timeout_s=0.0)
+    with pytest.raises(CameraError, match="no frame within"):
+        camera.capture()
+    cap.unblock.set()  # the read returns during close()'s join
+    with caplog.at_level(logging.WARNING, logger="device.camera_opencv"):
+        camera.close()
+    assert cap.released == 1 and not camera._reader.is_alive()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unreadable_image_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0001.png"), np.zeros((8, 8, 3), np.uint8))
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):  # as without read permission (tests may run as root, who ignores modes)
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(CameraError, match=r"frames: image folder is unreadable \(Permission denied\)$") as info:
+        open_camera(str(folder))
+    assert "\n" not in str(info.value)
+    monkeypatch.undo()
+    assert open_camera(str(folder)).capture().image.shape == (8, 8, 3)
+    with pytest.raises(CameraError, match="image folder is unreadable"):
+        FolderCamera(folder / "0001.png")  # a file, not a folder
 
 
 def test_stall_mid_run_raises_within_timeout_and_leaves_actuators_safe(scene, config, colour_model_path,

@@ -39,10 +39,26 @@ def test_example_file_is_valid_and_matches_the_defaults():
     ({"routing": {"fallback_bin": "moon"}}, "routing.fallback_bin: no bin named 'moon'"),
     ({"routing": {"classes": {"glass": "moon"}}}, "routing.classes.glass: no bin named 'moon'"),
     ({"routing": {"classes": {"glass": 3}}}, "routing.classes.glass: expected str"),
+    ({"actuators": {"diverter": {"type": "servo", "pin": 12, "min_pulse_width_ms": 2.0,
+                                 "max_pulse_width_ms": 1.0}}},
+     r"^actuators\.diverter\.min_pulse_width_ms: 2\.0 must be less than actuators\.diverter\.max_pulse_width_ms"),
+    ({"actuators": {"diverter": {"type": "servo", "pin": 12, "min_pulse_width_ms": 1.5,
+                                 "max_pulse_width_ms": 1.5}}},
+     r"^actuators\.diverter\.min_pulse_width_ms: 1\.5 must be less than"),
+    ({"actuators": {"diverter": {"type": "servo", "pin": 12}, "flap": {"type": "pulse", "pin": 12}}},
+     r"^actuators\.flap\.pin: GPIO 12 is already used by actuators\.diverter$"),
 ])
 def test_bad_values_are_rejected_with_the_key_path(raw, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+def test_distinct_pins_and_ordered_pulse_widths_are_accepted():
+    config = parse_config({"actuators": {"diverter": {"type": "servo", "pin": 12, "min_pulse_width_ms": 0.5,
+                                                      "max_pulse_width_ms": 2.5},
+                                         "flap": {"type": "pulse", "pin": 17}}})
+    assert {a.pin for a in config.actuators.values()} == {12, 17}
+    assert config.actuators["diverter"].max_pulse_width_ms == 2.5
 
 
 def test_file_errors_name_the_file(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from device.classifier import Classifier
 from device.cli import main as cli_main
@@ -87,6 +88,12 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
     assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
                      "--split", str(teacher / "split.json"), "--out", str(fp32), "--parity-photos", "4"]) == 0
     assert "max |Δlogit|" in capsys.readouterr().out
+    refused_fp32 = tmp_path / "refused-fp32.onnx"  # a parity limit no export meets: nothing is left
+    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
+                     "--split", str(teacher / "split.json"), "--out", str(refused_fp32), "--parity-photos", "4",
+                     "--max-delta", "-1"]) == 79
+    assert "ONNX output differs from PyTorch" in capsys.readouterr().err
+    assert not refused_fp32.exists() and not refused_fp32.with_suffix(".manifest.json").exists()
     assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
                      str(teacher / "split.json"), "--out", str(int8), "--calibration-photos", "8",
                      "--max-drop", "100", "--report", str(tmp_path / "q.json")]) == 0
@@ -110,9 +117,16 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
     assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_data), "--json",
                      "--out-dir", str(tmp_path / "eval")]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 6 * PER_CLASS and 0 <= report["accuracy"] <= 1
-    assert np.array(report["confusion"]).sum() == report["n"]
+    assert report["n"] == sum(1 for p in small_data.rglob("*.jpg")) == 6 * PER_CLASS
+    assert {c: m["n"] for c, m in report["per_class"].items()} == {c: PER_CLASS for c in contract.classes}
+    assert report["skipped"] == []
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+    # On the test split, evaluate scores exactly what quantize recorded for the int8 model.
+    assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_data), "--json", "--split",
+                     str(teacher / "split.json"), "--subset", "test"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    quantized = json.loads(meta[KEY_METRICS])
+    assert (report["n"], report["accuracy"]) == (quantized["test_n"], quantized["test_acc_int8"])
 
 
 def test_find_lr_writes_plot(small_data, tmp_path, capsys):
@@ -169,3 +183,72 @@ def test_train_on_val_trains_on_train_and_val_and_scores_nothing_on_them(small_d
     assert ckpt["args"]["train_on_val"] is True
     assert not any(k.startswith("val_") for k in ckpt["history"][-1])
     assert checkpoint_weights(ckpt) is ckpt["model_ema"]  # no validation figures: the EMA
+
+
+TWO_EPOCHS = [*TRAIN[:TRAIN.index("--epochs")], "--epochs", "2", *TRAIN[TRAIN.index("--epochs") + 2:]]
+
+
+def test_resume_refuses_changed_arguments(small_data, tmp_path, capsys):
+    saved = {"arch": "resnet34", "lr": 0.1, "batch_size": 8, "epochs": 2, "init": "scratch",
+             "data": "elsewhere", "device": "cuda", "split": None, "teacher": None}
+    torch.save({"model": {}, "args": saved, "classes": [], "contract": "{}", "split_sha256": ""},
+               tmp_path / "checkpoint.pth")
+    changed = [*TWO_EPOCHS, "--lr", "0.05", "--init", "imagenet", "--device", "cpu"]  # these two don't count
+    changed[changed.index("--batch-size") + 1] = "4"
+    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *changed])
+    err = capsys.readouterr().err.strip()
+    assert code == DataError.exit_code and "\n" not in err
+    assert "--resume: checkpoint was trained with lr=0.1, not 0.05; batch_size=8, not 4 (" in err
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_training_equals_one_run(small_data, tmp_path, capsys, monkeypatch):
+    import export.train as train
+
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(once), *TWO_EPOCHS]) == 0
+    real_save = train.save_checkpoint
+
+    def save_then_stop(state, path):  # Ctrl-C right after the first epoch's checkpoint
+        real_save(state, path)
+        if state["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(twice), *TWO_EPOCHS]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(twice), "--resume",
+                     "--init", "imagenet", *TWO_EPOCHS]) == 0  # "scratch" on resume: no download
+    assert "at epoch 1" in capsys.readouterr().out
+    a, b = load_checkpoint(once / "checkpoint.pth"), load_checkpoint(twice / "checkpoint.pth")
+    for key in ("model", "model_ema"):
+        assert a[key].keys() == b[key].keys()
+        different = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
+        assert different == [], f"{key}: {different[:5]}"
+    assert [{**h, "seconds": 0} for h in a["history"]] == [{**h, "seconds": 0} for h in b["history"]]
+
+
+def test_foreign_weights_and_another_split_are_clear_errors(small_data, tmp_path, capsys):
+    split = make_split(small_data, val_frac=0.25, test_frac=0.25, seed=0)
+    split.save(tmp_path / "split.json")
+    ckpt = {"model": {"fc.weight": torch.zeros(6, 512)}, "args": {"arch": "resnet34"}, "classes": list(split.classes),
+            "contract": ModelContract(split.classes, 64, 48).to_json(), "split_sha256": split.sha256}
+    path = tmp_path / "checkpoint.pth"
+    export = ["export", "--checkpoint", str(path), "--data", str(small_data), "--out", str(tmp_path / "m.onnx")]
+
+    def error(argv) -> str:
+        assert cli_main(argv) == DataError.exit_code
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after tqdm's progress bars
+        assert err.startswith(f"waste-sorter {argv[0]}: error: ") and len(err) < 400  # the whole error
+        return err
+
+    torch.save(ckpt, path)
+    assert "weights do not fit this model (Error(s) in loading state_dict for ResNet: Missing key" in error(export)
+    assert "teacher weights do not fit" in error(["train", "--data", str(small_data), "--output-dir",
+                                                  str(tmp_path / "o"), "--split", str(tmp_path / "split.json"),
+                                                  "--teacher", str(path), *TRAIN])
+    torch.save({**ckpt, "args": {}}, path)
+    assert "weights do not fit this model (no 'arch')" in error(export)
+    torch.save({**ckpt, "split_sha256": "0" * 64}, path)
+    assert error(export).endswith(f"{tmp_path / 'split.json'}: not the split this checkpoint was trained on")

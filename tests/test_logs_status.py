@@ -51,8 +51,9 @@ def args_for(*argv: str, module=logs_cli) -> argparse.Namespace:
 
 
 def run_logs(*argv: str, **kwargs) -> str:
+    """`waste-sorter logs` at the time the test logs were written (``--since 1h`` counts from NOW)."""
     out = io.StringIO()
-    assert logs_cli.main(args_for(*argv), out=out, **kwargs) == 0
+    assert logs_cli.main(args_for(*argv), out=out, now=NOW, **kwargs) == 0
     return out.getvalue()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from conftest import COLOUR_CLASSES, colour_contract, colour_model
 from device.classifier import Classifier, manifest_path_for, sha256_bytes
@@ -70,6 +71,32 @@ def wrong_input_shape(tmp_path: Path) -> Path:  # model takes 32x32, contract sa
     return path
 
 
+def _colour_model_with_output(kind: str, declared: list):
+    """The colour model with its [N, 3] logits turned into a 0-d sum or an [N, 1, 3] tensor."""
+    model = colour_model()
+    graph = model.graph
+    if kind == "scalar":
+        graph.node.append(helper.make_node("ReduceSum", ["logits"], ["score"], keepdims=0))
+    else:
+        graph.initializer.append(helper.make_tensor("axis", TensorProto.INT64, [1], [1]))
+        graph.node.append(helper.make_node("Unsqueeze", ["logits", "axis"], ["score"]))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("score", TensorProto.FLOAT, declared))
+    return model
+
+
+def scalar_output(tmp_path: Path) -> Path:  # one number per batch, not a score per class
+    path = tmp_path / "model.onnx"
+    save_model(_colour_model_with_output("scalar", []), path, colour_contract())
+    return path
+
+
+def rank3_output(tmp_path: Path) -> Path:  # [N, 1, 3]: the right last axis, the wrong rank
+    path = tmp_path / "model.onnx"
+    save_model(_colour_model_with_output("rank3", ["N", 1, 3]), path, colour_contract())
+    return path
+
+
 CASES = [
     (truncated, "not a loadable ONNX model"),
     (random_bytes, "not a loadable ONNX model"),
@@ -78,6 +105,8 @@ CASES = [
     (no_contract, "model metadata has no waste_sorter.contract"),
     (four_outputs, "model gives 4 scores but the contract names 3 classes"),
     (wrong_input_shape, "input shape"),
+    (scalar_output, "output shape [] is not [N, 3]"),
+    (rank3_output, "output shape ['N', 1, 3] is not [N, 3]"),
 ]
 IDS = [make.__name__ for make, _ in CASES]
 

@@ -50,9 +50,15 @@ def test_ready_once_then_watchdog_pings_only_when_called(notify_socket):
     assert messages[0] == "READY=1\nSTATUS=sorting"
     assert sum("READY=1" in m for m in messages) == 1
     assert messages[1:] == ["WATCHDOG=1"] * 3
-    clock.now += 100  # the loop is stuck: nobody calls watchdog(), nothing is sent
-    assert received(sock) == []
+    # the loop is stuck: 100 s pass without watchdog(); other notifications (a status line) still
+    # go out, and none of them pings or moves the watchdog time
+    clock.now += 100
+    assert notifier.status("waiting for the camera")
+    assert notifier.watchdog_if_due(None) is False  # the watchdog is off: no ping, however late
+    assert received(sock) == ["STATUS=waiting for the camera"]
     assert notifier.last_watchdog_at == 15
+    assert notifier.watchdog()  # progress again: one ping, stamped now
+    assert received(sock) == ["WATCHDOG=1"] and notifier.last_watchdog_at == 115
 
 
 def test_watchdog_if_due_paces_pings(notify_socket):

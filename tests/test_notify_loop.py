@@ -3,20 +3,19 @@
 READY=1 once, after the first frame; WATCHDOG=1 paced by $WATCHDOG_USEC while frames flow; no
 ping while the camera stalls; STOPPING=1 at the end, also when the camera fails. The camera is a
 small class implementing the project's Camera protocol: it delivers board frames, advances the
-clock the Notifier paces pings with (1/8 s per frame, exact in binary), can stall on a real
-threading.Event, and notes every datagram received so far before each capture, so the order of
-frames and messages is exact (the loop is single-threaded and AF_UNIX datagrams arrive at send).
+clock the Notifier paces pings with (1/8 s per frame, exact in binary), can stall (its clock jumps,
+as during a capture that blocks), and notes every datagram received so far before each capture,
+with the clock time it was sent at, so the order of frames and messages is exact (the loop is
+single-threaded, only a capture moves the clock, and AF_UNIX datagrams arrive at send).
 """
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.actuators import BinActuators
-from device.camera import Frame
+from device.camera import CameraBase, Frame
 from device.classifier import Classifier
 from device.config import Config
 from device.demo_scene import make_board
@@ -42,26 +41,32 @@ def notify_socket(tmp_path, monkeypatch):
 
 
 
-class ScriptedCamera:
-    """``frames`` board frames; before frame ``stall_at`` it blocks ``stall_real_s`` on an Event
-    (``stall_clock_s`` pass on the Notifier's clock), then delivers (or raises, ``fail=True``)."""
+class ScriptedCamera(CameraBase):
+    """``frames`` board frames; before frame ``stall_at`` its clock jumps ``stall_clock_s`` (a
+    capture that blocked that long), then it delivers (or raises, ``fail=True``)."""
 
     def __init__(self, sock, frames: int, stall_at: int | None = None, stall_clock_s: float = 10.0,
-                 stall_real_s: float = 0.2, fail: bool = False):
+                 fail: bool = False):
         self.sock, self.frames, self.stall_at, self.fail = sock, frames, stall_at, fail
-        self.stall_clock_s, self.stall_real_s = stall_clock_s, stall_real_s
+        self.stall_clock_s = stall_clock_s
         self.now, self.index, self.events = 0.0, 0, []
+        self.ping_times: list[float] = []  # the clock when each WATCHDOG=1 was sent
 
     def clock(self) -> float:
         return self.now
 
+    def drain(self) -> None:
+        """Note what the loop sent since the last capture (sent at ``now``: only captures move it)."""
+        for message in received(self.sock):
+            self.events.append(message)
+            if message == "WATCHDOG=1":
+                self.ping_times.append(self.now)
+
     def capture(self) -> Frame | None:
-        self.events += received(self.sock)
+        self.drain()
         if self.index == self.stall_at:
             self.events.append("<stall>")
-            threading.Event().wait(self.stall_real_s)
             self.now += self.stall_clock_s
-            self.events += received(self.sock)  # what came while blocked (nothing can: the loop waits here)
             self.events.append("</stall>")
             if self.fail:
                 raise CameraError("scripted: camera stopped delivering frames")
@@ -86,7 +91,7 @@ def run_loop(camera, colour_model_path, tmp_path) -> list[str]:
         try:
             sorter.run()
         finally:
-            camera.events += received(camera.sock)
+            camera.drain()
     return camera.events
 
 
@@ -95,14 +100,17 @@ def pings_between(events, start: str, end: str) -> int:
 
 
 def test_ready_once_watchdog_while_frames_flow_none_while_stalled(notify_socket, colour_model_path, tmp_path):
-    events = run_loop(ScriptedCamera(notify_socket, frames=48, stall_at=24), colour_model_path, tmp_path)
+    camera = ScriptedCamera(notify_socket, frames=48, stall_at=24)
+    events = run_loop(camera, colour_model_path, tmp_path)
 
     assert events[0] == "STATUS=starting" and events[1] == "frame 0"
     assert events.count("READY=1") == 1 and events.index("READY=1") == 2  # after the first frame
     assert events[3] == "WATCHDOG=1"  # first ping with the first frame
     # 1/8 s per frame, a ping at most every 1 s: frames 0, 8, 16 before the stall
     assert pings_between(events, "frame 0", "<stall>") == 3
-    assert pings_between(events, "<stall>", "</stall>") == 0
+    # systemd's view: a ping 1 s after each ping while frames flow, then none for the 10 s stall
+    # (frame k is delivered at (k + 1) / 8 s; the stall comes before frame 24)
+    assert camera.ping_times == [0.125, 1.125, 2.125, 13.125, 14.125, 15.125]
     # right after the stall (10 s without a ping) the first frame pings, then frames 32 and 40
     assert events[events.index("frame 24") + 1] == "WATCHDOG=1"
     assert pings_between(events, "</stall>", "STOPPING=1") == 3

@@ -23,6 +23,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from calibration.store import load_with_board, save_calibration
 from device.actuators import BinActuators
+from device.camera import CameraBase
 from device.camera_opencv import WAIT_SLICE_S, VideoFileCamera
 from device.classifier import Classifier
 from device.demo_scene import Timing, make_board
@@ -54,7 +55,7 @@ def own_signal_handlers():
         signal.signal(s, handler)
 
 
-class BlockingCamera:
+class BlockingCamera(CameraBase):
     """Camera protocol: scene frames until ``block_now()``; then waits (a real Event) for ``release``:
     a frame if released, else CameraError after ``timeout_s`` like the live backends. Like
     OpenCVCamera it waits in WAIT_SLICE_S slices: a process-directed signal may land on another

@@ -1,0 +1,118 @@
+"""device.camera_picamera2 off the Pi: picamera2 that breaks on import, and a camera that fails
+while starting, give one-line CameraErrors and leave the camera closed.
+
+picamera2 exists only on Raspberry Pi OS, so these tests import a stand-in ``picamera2`` package
+written to a temporary folder (the real import machinery runs it); its Picamera2 records the
+calls the backend makes and fails where a test asks it to.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from device.camera import ExposureControls, open_camera
+from device.errors import CameraError
+
+FAKE = '''
+CALLS = []
+FAIL_AT = None
+
+
+class Picamera2:
+    def __init__(self, index):
+        CALLS.append("open")
+        self._step("open")
+
+    def _step(self, name):
+        if FAIL_AT == name:
+            raise RuntimeError(f"libcamera: {name} failed\\nsecond line of detail")
+
+    def create_video_configuration(self, **kwargs):
+        return kwargs
+
+    def configure(self, config):
+        CALLS.append("configure")
+        self._step("configure")
+
+    def start(self):
+        CALLS.append("start")
+        self._step("start")
+
+    def set_controls(self, controls):
+        CALLS.append("set_controls")
+        self._step("set_controls")
+
+    def stop(self):
+        CALLS.append("stop")
+
+    def close(self):
+        CALLS.append("close")
+'''
+
+
+@pytest.fixture
+def fake_picamera2(tmp_path, monkeypatch):
+    """Put a picamera2 package with ``body`` as its __init__ first on sys.path; returns a writer."""
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(body: str):
+        package = tmp_path / "picamera2"
+        package.mkdir(exist_ok=True)
+        (package / "__init__.py").write_text(textwrap.dedent(body))
+        return package
+
+    yield write
+    sys.modules.pop("picamera2", None)
+
+
+CONTROLS = ExposureControls(8000, 1.5, (1.9, 1.6))
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C "
+     "header, got 88 from PyObject')\n",
+     r"^picamera2 could not be imported \(ValueError: numpy\.dtype size changed.*numpy<2"),
+    ("raise AttributeError('_ARRAY_API not found')\n",
+     r"^picamera2 could not be imported \(AttributeError: _ARRAY_API not found\)"),
+    ("import simplejpeg_missing_for_this_test\n",
+     r"^picamera2 could not be imported: No module named 'simplejpeg_missing_for_this_test'$"),
+], ids=["numpy-abi-valueerror", "attributeerror", "missing-dependency"])
+def test_picamera2_that_breaks_on_import(fake_picamera2, body, expected):
+    fake_picamera2(body)
+    with pytest.raises(CameraError, match=expected) as info:
+        open_camera("picamera2", controls=CONTROLS)
+    assert "\n" not in str(info.value)
+
+
+def test_picamera2_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ModuleNotFoundError
+    with pytest.raises(CameraError, match=r"^picamera2 is not installed \(on Raspberry Pi OS"):
+        open_camera("picamera2")
+
+
+@pytest.mark.parametrize("fail_at", ["configure", "start", "set_controls"])
+def test_failed_start_closes_the_camera(fake_picamera2, fail_at):
+    fake_picamera2(FAKE + f"FAIL_AT = {fail_at!r}\n")
+    import picamera2
+
+    with pytest.raises(CameraError, match=rf"^picamera2:1: camera could not be started "
+                                          rf"\(libcamera: {fail_at} failed\)$"):
+        open_camera("picamera2:1", controls=CONTROLS, size=(512, 384))
+    assert picamera2.CALLS[-2:] == ["stop", "close"]
+    assert picamera2.CALLS.index(fail_at) < picamera2.CALLS.index("close")
+
+
+def test_failed_open_and_a_good_start(fake_picamera2):
+    fake_picamera2(FAKE + "FAIL_AT = 'open'\n")
+    import picamera2
+
+    with pytest.raises(CameraError, match=r"^picamera2:0: camera could not be opened \(libcamera: open failed\)$"):
+        open_camera("picamera2")
+    picamera2.FAIL_AT, picamera2.CALLS[:] = None, []
+    with open_camera("picamera2", controls=CONTROLS):
+        assert picamera2.CALLS == ["open", "configure", "start", "set_controls"]
+    assert picamera2.CALLS[-2:] == ["stop", "close"]

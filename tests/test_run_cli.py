@@ -1,0 +1,134 @@
+"""The run command's start-up checks and its end: a calibration made for another frame size is
+refused (at start and on reload), and sort records the log could not take reach the journal.
+
+The command is device.cli.main on a real video (the shared two-item scene) with the mock pin
+factory; the camera seam is wrapped only to make it stop, as test_camera_stops.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from dataclasses import replace
+
+import pytest
+
+from calibration.store import save_calibration
+from conftest import CONFIG
+from device import run_cli
+from device.camera import CameraBase, open_camera
+from device.cli import main as cli_main
+from device.demo_scene import make_board
+from device.errors import CalibrationError, CameraError
+from device.gate import board_stats
+from test_calibration_store import make_calibration
+
+BOARD = make_board(seed=1)  # 512 x 384, the camera's default size
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """main() installs SIGTERM/SIGINT/SIGHUP handlers; put pytest's back afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.fixture
+def config_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def scene_calibration(cal_id: str, board=BOARD):
+    h, w = board.shape[:2]
+    return replace(make_calibration(cal_id), board=board_stats(board), image_size=(w, h))
+
+
+def test_calibration_for_another_frame_size_is_refused_at_start(tmp_path, config_path, colour_model_path,
+                                                                 capsys):
+    small = make_board(size=(128, 96), seed=1)
+    cal_path = save_calibration(tmp_path / "cal" / "calibration.json", scene_calibration("small-1", small), small)
+    code = cli_main(["run", "--check-config", "--config", str(config_path), "--model", str(colour_model_path),
+                     "--calibration", str(cal_path)])
+    out, err = capsys.readouterr()
+    assert code == 80 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"waste-sorter run: error: {cal_path}: image_size 128x96 ")
+    assert "512x384" in err
+
+
+def test_reload_checks_the_frame_size_too(two_item_scene, tmp_path, config_path, colour_model_path, capsys,
+                                          monkeypatch):
+    cal_path = save_calibration(tmp_path / "cal" / "calibration.json", scene_calibration("cal-1"), BOARD)
+    loaders = []
+    real_sorter = run_cli.Sorter
+
+    def sorter_spy(*args, **kwargs):  # the loader main() hands the loop for SIGHUP
+        loaders.append(kwargs["calibration_loader"])
+        return real_sorter(*args, **kwargs)
+
+    monkeypatch.setattr(run_cli, "Sorter", sorter_spy)
+    code = cli_main(["run", "--config", str(config_path), "--source", str(two_item_scene[0]),
+                     "--model", str(colour_model_path), "--calibration", str(cal_path),
+                     "--log", str(tmp_path / "sort.jsonl")])
+    capsys.readouterr()
+    assert code == 0 and len(loaders) == 1
+    assert loaders[0]()[0].id == "cal-1"
+    small = make_board(size=(128, 96), seed=1)  # a valid calibration, for another camera size
+    save_calibration(cal_path, scene_calibration("small-2", small), small)
+    with pytest.raises(CalibrationError, match=r"image_size 128x96 of calibration small-2 .* 512x384"):
+        loaders[0]()
+
+
+class StopsAfter(CameraBase):
+    """The real camera until ``n`` frames were delivered, then CameraError (a camera that stops)."""
+
+    def __init__(self, inner, n: int):
+        self.inner, self.n, self.frames = inner, n, 0
+
+    def capture(self):
+        if self.frames >= self.n:
+            raise CameraError("scripted: camera stopped delivering frames")
+        self.frames += 1
+        return self.inner.capture()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def journaled_records(caplog) -> list[dict]:
+    prefix = "unwritten sort record: "
+    return [json.loads(r.getMessage()[len(prefix):]) for r in caplog.records
+            if r.name == "device.run_cli" and r.levelno == logging.ERROR and r.getMessage().startswith(prefix)]
+
+
+def test_records_the_log_could_not_take_reach_the_journal_when_the_camera_stops(
+        two_item_scene, tmp_path, config_path, colour_model_path, caplog, capsys, monkeypatch):
+    scene_path, truth = two_item_scene
+    stop_after = round(truth[0]["leave_s"] * 10) + 3  # item 1 sorted, item 2 not yet there
+    monkeypatch.setattr(run_cli, "open_camera", lambda source, **kw: StopsAfter(open_camera(source, **kw), stop_after))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the log's folder is a file: every write fails
+    with caplog.at_level(logging.ERROR, logger="device"):
+        code = cli_main(["run", "--config", str(config_path), "--source", str(scene_path),
+                         "--model", str(colour_model_path), "--log", str(blocker / "sort.jsonl")])
+    out, err = capsys.readouterr()
+    assert code == 74 and err == "waste-sorter run: error: scripted: camera stopped delivering frames\n"
+    assert [(r["item"], r["bin"], r["label"]) for r in journaled_records(caplog)] == [(1, "paper", "cardboard")]
+
+
+def test_records_the_log_could_not_take_reach_the_journal_at_the_end(
+        two_item_scene, tmp_path, config_path, colour_model_path, caplog, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with caplog.at_level(logging.ERROR, logger="device"):
+        code = cli_main(["run", "--config", str(config_path), "--source", str(two_item_scene[0]),
+                         "--model", str(colour_model_path), "--log", str(blocker / "sort.jsonl")])
+    capsys.readouterr()
+    assert code == 75
+    assert [(r["item"], r["bin"]) for r in journaled_records(caplog)] == [(1, "paper"), (2, "metal")]
+

@@ -1,0 +1,123 @@
+"""What happens after an item settles: a board that changes without clearing, and how long the
+actuators hold when classification takes real time on a live camera.
+
+Frames are synthesised and fed to ``Sorter.step`` at 10 fps with real onnxruntime (the colour
+model) and gpiozero's MockFactory.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from device.actuators import BinActuators
+from device.classifier import Classifier
+from device.demo_scene import make_board
+from device.loop import Sorter
+from device.sortlog import SortLog, read_records
+
+from conftest import BLUE, GREEN, RED, item_on
+
+FPS = 10
+
+
+def noisy(image: np.ndarray, rng) -> np.ndarray:
+    return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+
+
+def run_frames(config, model_path, log_path, frames, *, classifier=None, clock=None):
+    """Step the sorter through ``frames``; returns (records, diverter angle after each frame)."""
+    rng = np.random.default_rng(0)
+    angles = []
+    with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
+            SortLog(log_path) as sortlog:
+        sorter = Sorter(config, camera=None, classifier=classifier or Classifier(model_path),
+                        actuators=actuators, sortlog=sortlog, clock=clock)
+        for index, image in enumerate(frames):
+            if callable(image):  # a hook run between frames
+                image()
+                continue
+            sorter.step(noisy(image, rng), index / FPS)
+            angles.append(actuators.devices["diverter"].angle)
+    return list(read_records(log_path)), angles
+
+
+def test_a_second_item_dropped_on_a_settled_board_is_sorted_too(scene_config, colour_model_path, tmp_path):
+    board = make_board(seed=3)
+    both = item_on(board, RED)
+    cv2.rectangle(both, (360, 120), (470, 250), GREEN, -1)  # a green item lands beside the red one
+    frames = [board] * 15 + [item_on(board, RED)] * 20 + [both] * 20 + [board] * 10
+    records, _ = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+
+    assert [r["item"] for r in records] == [1, 2]
+    assert records[0]["label"] == "cardboard" and records[0]["bin"] == "paper"
+    assert 3.5 < records[1]["source_time"] < 5.5  # after the green item arrived at 3.5 s and settled
+
+
+def test_an_item_swapped_for_another_without_the_board_clearing_is_sorted(scene_config, colour_model_path,
+                                                                         tmp_path):
+    board = make_board(seed=3)
+    frames = [board] * 15 + [item_on(board, RED)] * 20 + [item_on(board, BLUE)] * 20 + [board] * 10
+    records, _ = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+
+    assert [(r["item"], r["label"], r["bin"]) for r in records] == [(1, "cardboard", "paper"),
+                                                                   (2, "metal", "metal")]
+
+
+def test_a_disturbance_that_leaves_the_same_view_is_not_a_new_item(scene_config, colour_model_path, tmp_path):
+    board = make_board(seed=3)
+    hand = item_on(board, RED)
+    cv2.rectangle(hand, (0, 300), (200, 384), (150, 110, 90), -1)  # a hand passes, then withdraws
+    frames = [board] * 15 + [item_on(board, RED)] * 15 + [hand] * 3 + [item_on(board, RED)] * 20 + [board] * 10
+    records, _ = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+
+    assert [r["item"] for r in records] == [1]
+
+
+class SlowClassifier(Classifier):
+    """The real classifier; each classification moves the live clock on by ``took_s``."""
+
+    def __init__(self, path, clock: list[float], took_s: float):
+        super().__init__(path)
+        self._clock, self._took_s = clock, took_s
+
+    def classify(self, images):
+        self._clock[0] += self._took_s
+        return super().classify(images)
+
+
+def test_a_live_hold_lasts_its_full_time_from_the_moment_the_actuator_moves(scene_config, colour_model_path,
+                                                                           tmp_path):
+    """hold_ms is 800 and classification takes 0.5 s; a live camera's frames from those 0.5 s
+    are gone. The diverter must stay out until 0.8 s after it moved (1.3 s after the settling
+    frame), not until 0.8 s after the settling frame, which the frame clock would give."""
+    board = make_board(seed=3)
+    rng = np.random.default_rng(0)
+    live_s = [0.0]
+    classifier = SlowClassifier(colour_model_path, live_s, took_s=0.5)
+    angle_at = {}
+    with BinActuators(scene_config.actuators, scene_config.bins,
+                      pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
+            SortLog(tmp_path / "sort.jsonl") as sortlog:
+        sorter = Sorter(scene_config, camera=None, classifier=classifier, actuators=actuators,
+                        sortlog=sortlog, clock=lambda: live_s[0])
+        index = 0
+        while index < 80:
+            t = index / FPS
+            live_s[0] = t
+            image = item_on(board, RED) if 15 <= index < 70 else board
+            sorter.step(noisy(image, rng), t)
+            angle_at[index] = actuators.devices["diverter"].angle
+            # the next frame a live camera delivers is the first one after classification
+            index = max(index + 1, round(live_s[0] * FPS + 0.5))
+    records = list(read_records(tmp_path / "sort.jsonl"))
+    assert len(records) == 1 and records[0]["bin"] == "paper"
+    decided = round(records[0]["source_time"] * FPS)
+    seen = sorted(i for i in angle_at if i > decided)
+    assert seen[0] == decided + 5  # frames of the 0.5 s of classification were dropped
+    assert angle_at[decided] == pytest.approx(-60, abs=0.5)
+    out = [i for i in seen if angle_at[i] == pytest.approx(-60, abs=0.5)]
+    home = [i for i in seen if angle_at[i] == pytest.approx(0, abs=0.5)]
+    assert max(out) == decided + 12 and min(home) == decided + 13  # 0.8 s from the move at +0.5 s
