@@ -58,7 +58,7 @@ import numpy as np
 
 from device import atomic
 from device.camera import ExposureControls
-from device.errors import CalibrationError
+from device.errors import CalibrationError, first_line
 from device.gate import GRID, BoardStats, GateThresholds
 
 log = logging.getLogger(__name__)
@@ -241,8 +241,7 @@ def parse_bytes(data: bytes, source: str) -> Calibration:
     except RecursionError:
         raise CalibrationError(f"{source}: not valid JSON (nested too deeply)") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, over-long integers
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CalibrationError(f"{source}: not valid JSON ({reason[:120]})") from None
+        raise CalibrationError(f"{source}: not valid JSON ({first_line(exc, 120)})") from None
     try:
         return parse_calibration(raw)
     except _Bad as exc:

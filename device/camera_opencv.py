@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from device.camera import CameraBase, Frame
-from device.errors import CameraError
+from device.errors import CameraError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ class OpenCVCamera(CameraBase):
         if not result:
             raise CameraError(f"{self.name}: no frame within {self.timeout_s:.1f} s")
         if isinstance(result[0], Exception):
-            text = str(result[0]).strip()
-            reason = text.splitlines()[0][:160] if text else type(result[0]).__name__
-            raise CameraError(f"{self.name}: read failed ({reason})")
+            raise CameraError(f"{self.name}: read failed ({first_line(result[0], 160)})")
         ok, bgr = result[0]
         if not ok:
             raise CameraError(f"{self.name}: camera stopped delivering frames")

@@ -11,16 +11,11 @@ import logging
 import time
 
 from device.camera import CameraBase, ExposureControls, Frame
-from device.errors import CameraError
+from device.errors import CameraError, first_line
 
 log = logging.getLogger(__name__)
 
 WAIT_SLICE_S = 0.05
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
 
 
 def _import_picamera2():
@@ -30,11 +25,11 @@ def _import_picamera2():
         from picamera2 import Picamera2
     except ModuleNotFoundError as exc:
         if exc.name != "picamera2":  # picamera2 is there, one of its imports is not
-            raise CameraError(f"picamera2 could not be imported: {_first_line(exc)}") from exc
+            raise CameraError(f"picamera2 could not be imported: {first_line(exc)}") from exc
         raise CameraError("picamera2 is not installed (on Raspberry Pi OS: apt install "
                           "python3-picamera2, and a venv with --system-site-packages)") from exc
     except Exception as exc:  # noqa: BLE001 - numpy ABI mismatches raise ValueError, ImportError, ...
-        raise CameraError(f"picamera2 could not be imported ({type(exc).__name__}: {_first_line(exc)}); "
+        raise CameraError(f"picamera2 could not be imported ({type(exc).__name__}: {first_line(exc)}); "
                           f"with apt picamera2 the venv needs numpy<2 (pip install '.[pi]')") from exc
     return Picamera2
 
@@ -51,7 +46,7 @@ class Picamera2Camera(CameraBase):
         try:
             self._cam = Picamera2(index)
         except Exception as exc:  # libcamera raises RuntimeError, IndexError, ...
-            raise CameraError(f"picamera2:{index}: camera could not be opened ({_first_line(exc)})") from exc
+            raise CameraError(f"picamera2:{index}: camera could not be opened ({first_line(exc)})") from exc
         try:
             config = self._cam.create_video_configuration(
                 main={"size": tuple(size), "format": "RGB888"}, buffer_count=4)
@@ -61,7 +56,7 @@ class Picamera2Camera(CameraBase):
                 self.set_controls(controls)
         except Exception as exc:
             self._close_quietly()
-            raise CameraError(f"picamera2:{index}: camera could not be started ({_first_line(exc)})") from exc
+            raise CameraError(f"picamera2:{index}: camera could not be started ({first_line(exc)})") from exc
 
     def _close_quietly(self) -> None:
         """Stop and close after a failed start, so the camera is free for the next try."""
@@ -69,7 +64,7 @@ class Picamera2Camera(CameraBase):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - the start error is the one to report
-                log.warning("picamera2: %s after a failed start: %s", step.__name__, _first_line(exc))
+                log.warning("picamera2: %s after a failed start: %s", step.__name__, first_line(exc))
 
     def set_controls(self, controls: ExposureControls) -> None:
         """Apply manual exposure; the sensor applies them a few frames later (see metadata)."""

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from device.contract import KEY_CONTRACT, ModelContract, preprocess
-from device.errors import ModelError
+from device.errors import ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class Classifier:
         try:
             self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:160]})") from None
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line(exc, 160)})") from None
         del data
         meta = self._session.get_modelmeta().custom_metadata_map
         if KEY_CONTRACT not in meta:

@@ -21,6 +21,13 @@ class SorterError(Exception):
         super().__init__(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(message)))
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters, or its type name
+    when it has no message: the detail a one-line error quotes from a library's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class ConfigError(SorterError):
     """The TOML configuration is unreadable or invalid (message names the key path)."""
 

@@ -71,6 +71,13 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def unfit(path: Path, exc: Exception, what: str = "weights do not fit this model") -> DataError:
+    """A one-line error for a checkpoint whose weights or keys do not fit (``load_state_dict``'s
+    many-line RuntimeError folded onto one line, a missing key named)."""
+    detail = f"no {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
+    return DataError(f"{path}: {what} ({detail})")
+
+
 #: Which weights of a checkpoint to use: the better of the two on validation, the raw ones, the EMA.
 WEIGHT_CHOICES = ("best", "raw", "ema")
 

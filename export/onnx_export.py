@@ -21,7 +21,7 @@ import torch
 from device.classifier import Classifier, manifest_path_for
 from device.contract import ModelContract, preprocess, read_rgb
 from device.errors import DataError, ModelError
-from export.models import WEIGHT_CHOICES, build_model, checkpoint_weights, load_checkpoint
+from export.models import WEIGHT_CHOICES, build_model, checkpoint_weights, load_checkpoint, unfit
 from export.package import save_model
 from export.split import load_split
 
@@ -62,8 +62,7 @@ def main(args) -> int:
     try:
         model = model_from_checkpoint(ckpt, args.weights)
     except (KeyError, RuntimeError) as exc:  # a foreign or damaged checkpoint: one line
-        detail = f"no {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
-        raise DataError(f"{args.checkpoint}: weights do not fit this model ({detail})") from None
+        raise unfit(args.checkpoint, exc) from None
     dummy = torch.zeros(1, 3, contract.input_height, contract.input_width)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from device.contract import ModelContract
 from device.errors import DataError
 from export.data import BatchAugment, load_cached, load_eval, mixup, resize_batch
-from export.models import ARCHS, build_model, checkpoint_weights, feature_dim, forward_features, load_checkpoint
+from export.models import ARCHS, build_model, checkpoint_weights, feature_dim, forward_features, load_checkpoint, unfit
 from export.split import load_or_make_split
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,6 @@ def resume_mismatches(saved: dict, args) -> list[str]:
 
     return [f"{k}={saved[k]}, not {getattr(args, k)}" for k in RESUME_KEYS
             if k in saved and hasattr(args, k) and plain(saved[k]) != plain(getattr(args, k))]
-
-
-def unfit(path: Path, exc: Exception, what: str = "weights do not fit this model") -> DataError:
-    """A one-line error for a checkpoint whose weights or keys do not fit."""
-    detail = f"no {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
-    return DataError(f"{path}: {what} ({detail})")
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

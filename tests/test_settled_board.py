@@ -27,21 +27,16 @@ def noisy(image: np.ndarray, rng) -> np.ndarray:
     return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
 
 
-def run_frames(config, model_path, log_path, frames, *, classifier=None, clock=None):
-    """Step the sorter through ``frames``; returns (records, diverter angle after each frame)."""
+def run_frames(config, model_path, log_path, frames) -> list[dict]:
+    """Step the sorter through ``frames`` at FPS; returns the sort log's records."""
     rng = np.random.default_rng(0)
-    angles = []
     with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
             SortLog(log_path) as sortlog:
-        sorter = Sorter(config, camera=None, classifier=classifier or Classifier(model_path),
-                        actuators=actuators, sortlog=sortlog, clock=clock)
+        sorter = Sorter(config, camera=None, classifier=Classifier(model_path), actuators=actuators,
+                        sortlog=sortlog)
         for index, image in enumerate(frames):
-            if callable(image):  # a hook run between frames
-                image()
-                continue
             sorter.step(noisy(image, rng), index / FPS)
-            angles.append(actuators.devices["diverter"].angle)
-    return list(read_records(log_path)), angles
+    return list(read_records(log_path))
 
 
 def test_a_second_item_dropped_on_a_settled_board_is_sorted_too(scene_config, colour_model_path, tmp_path):
@@ -49,7 +44,7 @@ def test_a_second_item_dropped_on_a_settled_board_is_sorted_too(scene_config, co
     both = item_on(board, RED)
     cv2.rectangle(both, (360, 120), (470, 250), GREEN, -1)  # a green item lands beside the red one
     frames = [board] * 15 + [item_on(board, RED)] * 20 + [both] * 20 + [board] * 10
-    records, _ = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
 
     assert [r["item"] for r in records] == [1, 2]
     assert records[0]["label"] == "cardboard" and records[0]["bin"] == "paper"
@@ -60,7 +55,7 @@ def test_an_item_swapped_for_another_without_the_board_clearing_is_sorted(scene_
                                                                          tmp_path):
     board = make_board(seed=3)
     frames = [board] * 15 + [item_on(board, RED)] * 20 + [item_on(board, BLUE)] * 20 + [board] * 10
-    records, _ = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
 
     assert [(r["item"], r["label"], r["bin"]) for r in records] == [(1, "cardboard", "paper"),
                                                                    (2, "metal", "metal")]
@@ -71,7 +66,7 @@ def test_a_disturbance_that_leaves_the_same_view_is_not_a_new_item(scene_config,
     hand = item_on(board, RED)
     cv2.rectangle(hand, (0, 300), (200, 384), (150, 110, 90), -1)  # a hand passes, then withdraws
     frames = [board] * 15 + [item_on(board, RED)] * 15 + [hand] * 3 + [item_on(board, RED)] * 20 + [board] * 10
-    records, _ = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
 
     assert [r["item"] for r in records] == [1]
 
