@@ -43,7 +43,7 @@ from calibration.reference import DriftLimits, assess_drift, capture_frames, der
 from calibration.reload import UNIT, reload_sorter
 from calibration.simcam import SimulatedCamera, parse_sim_source
 from calibration.store import Calibration, ExposureTarget
-from device.camera import ExposureControls, open_camera
+from device.camera import AdjustableCamera, ExposureControls, open_camera
 from device.config import load_config
 from device.errors import CalibrationError
 
@@ -173,7 +173,7 @@ def _check(args: argparse.Namespace, out: Path, source: str, size: tuple[int, in
     limits = DriftLimits(level=args.level_drift, saturated_frac=calibration.target.max_saturated_frac,
                          colour=args.colour_drift)
     with open_source(source, size, calibration.controls, config) as camera:
-        if hasattr(camera, "set_controls"):
+        if isinstance(camera, AdjustableCamera):
             apply_and_settle(camera, calibration.controls, ExposureLimits().settle_frames)
         reference = make_reference(capture_frames(camera, args.frames), calibration.gate.saturation_level)
     drift = assess_drift(calibration, reference, limits)
@@ -197,7 +197,7 @@ def _calibrate(args: argparse.Namespace, out: Path, source: str, size: tuple[int
     saturation_level = config.gate.saturation_level
     _pause(args, "1. Clear the board: remove every item; keep the light as it is when sorting.")
     with open_source(source, size, start, config) as camera:
-        searched = hasattr(camera, "set_controls")
+        searched = isinstance(camera, AdjustableCamera)
         if searched:
             _say(f"2. Exposure search (target median luma {target.median_luma:g} ± {target.tolerance:g}, "
                  f"under {100 * target.max_saturated_frac:.2f}% clipped):")
@@ -278,29 +278,30 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
     except ModelError as exc:
         _say(f"7. Test item: skipped, the model cannot be loaded: {exc}")
         return
-    gate = ExposureGate(calibration.gate, calibration.board)
-    presence = PresenceDetector(config.presence, reference=board_image)
-    _pause(args, "7. Test item: place one item on the board.")
-    accepted = []
-    for _ in range(max_frames):
-        frame = camera.capture()
-        if frame is None:
-            break
-        verdict = gate.check(frame.image)
-        update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
-        if not verdict.accepted:
-            _say(f"   frame {frame.index}: rejected ({verdict.reason})")
-        elif update.stable or update.event == "unsettled":
-            accepted.append(frame.image)
-        elif not update.stable:
-            accepted.clear()  # it moved: only the frames of the final still run count
-        if update.event in ("settled", "unsettled"):
-            break
-    else:
+    with classifier:
+        gate = ExposureGate(calibration.gate, calibration.board)
+        presence = PresenceDetector(config.presence, reference=board_image)
+        _pause(args, "7. Test item: place one item on the board.")
         accepted = []
-    if not accepted:
-        _say(f"   no settled, usable item seen in {max_frames} frames: check the board and the light")
-        return
-    prediction = classifier.classify(accepted[-config.model.frames_per_item:])
-    top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
-    _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)")
+        for _ in range(max_frames):
+            frame = camera.capture()
+            if frame is None:
+                break
+            verdict = gate.check(frame.image)
+            update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
+            if not verdict.accepted:
+                _say(f"   frame {frame.index}: rejected ({verdict.reason})")
+            elif update.stable or update.event == "unsettled":
+                accepted.append(frame.image)
+            elif not update.stable:
+                accepted.clear()  # it moved: only the frames of the final still run count
+            if update.event in ("settled", "unsettled"):
+                break
+        else:
+            accepted = []
+        if not accepted:
+            _say(f"   no settled, usable item seen in {max_frames} frames: check the board and the light")
+            return
+        prediction = classifier.classify(accepted[-config.model.frames_per_item:])
+        top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
+        _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -58,6 +58,15 @@ class Camera(Protocol):
     def __enter__(self) -> "Camera": ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class AdjustableCamera(Protocol):
+    """A camera whose manual exposure the calibration sets (picamera2, the calibration's
+    simulated camera); recordings and USB cameras are not. New controls take effect a few
+    frames later."""
+
+    def set_controls(self, controls: ExposureControls) -> None: ...
 
 
 class CameraBase:

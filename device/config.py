@@ -115,6 +115,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
     "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
     "presence.clear_s": (0.0, 30), "presence.learn_s": (0.0, 60), "presence.adapt_rate": (0, 1),
+    "presence.stuck_warn_s": (0, 3600),
     "routing.min_confidence": (0, 1),
     "actuators.*.pin": (0, 27), "actuators.*.min_angle_deg": (-180, 180),
     "actuators.*.max_angle_deg": (-180, 180), "actuators.*.home_angle_deg": (-180, 180),

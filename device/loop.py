@@ -9,6 +9,10 @@ at once (inside the handler) and end the loop when the capture in progress retur
 captured after the signal is not processed, and a capture that then times out is no error.
 SIGHUP asks for the calibration to be reloaded, which happens between items (board empty),
 keeping the last good calibration when the new file is invalid.
+
+A sorted item that is still on the board ``presence.stuck_warn_s`` later (a jammed flap, an
+item the actuator could not move) is warned about once, and the state reads "stuck" until the
+board clears or a new item arrives: the sorter sorts nothing until then.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from device.actuators import BinActuators
-from device.camera import Camera
+from device.actuators import TIME_TOLERANCE_S, BinActuators
+from device.camera import AdjustableCamera, Camera
 from device.classifier import Classifier
 from device.config import Config
 from device.errors import CalibrationError, CameraError
@@ -92,6 +96,8 @@ class Sorter:
         self._stop_signal: int | None = None
         self._reload_requested = False
         self._item: _Item | None = None
+        self._sorted: tuple[int, str, float] | None = None  # (item, bin, source time s) awaiting a clear board
+        self._stuck = False
         self._missing_routes = [c for c in classifier.classes if c not in config.routing.classes]
         if self._missing_routes:
             log.warning("classes without a bin go to the fallback bin: %s", ", ".join(self._missing_routes))
@@ -101,7 +107,7 @@ class Sorter:
         self.gate = ExposureGate(calibration.gate, calibration.board)
         self.presence = PresenceDetector(self.config.presence, reference=board_image)
         self.calibration, self.calibration_id = calibration, calibration.id
-        if hasattr(self.camera, "set_controls"):
+        if isinstance(self.camera, AdjustableCamera):
             self.camera.set_controls(calibration.controls)
         log.info("calibration %s in use", calibration.id)
 
@@ -185,7 +191,11 @@ class Sorter:
             self._count_reject(verdict)
             return verdict
         update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
-        self.state = update.state.value
+        if update.event in ("arrived", "departed"):
+            self._sorted, self._stuck = None, False
+        elif self._sorted is not None and not self._stuck:
+            self._check_stuck(t)
+        self.state = "stuck" if self._stuck else update.state.value
         if update.event == "learned":
             self.gate = ExposureGate(self.gate.thresholds, board_stats(self.presence.reference_image,
                                                                        self.gate.thresholds.saturation_level))
@@ -212,6 +222,17 @@ class Sorter:
         if update.state is State.EMPTY and self._reload_requested:
             self._reload_calibration()
         return verdict
+
+    def _check_stuck(self, t: float) -> None:
+        number, bin_name, sorted_at_s = self._sorted
+        limit_s = self.config.presence.stuck_warn_s
+        if limit_s > 0 and t - sorted_at_s + TIME_TOLERANCE_S >= limit_s:
+            self._stuck = True
+            log.warning("item %d is still on the board %.0f s after it was sorted to %s: check that bin's "
+                        "actuator and clear the board (nothing is sorted until it clears)",
+                        number, t - sorted_at_s, bin_name)
+            if self.notifier:
+                self.notifier.status(f"stuck: item {number} still on the board")
 
     def _actuator_time_s(self, frame_time_s: float) -> float:
         return self.clock() if self.clock is not None else frame_time_s
@@ -251,6 +272,7 @@ class Sorter:
             latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],
             calibration_id=self.calibration_id, settled=settled)
         self.sortlog.append(event)
+        self._sorted = (item.number, bin_name, t)
         self.summary.items += 1
         self.summary.items_per_bin[bin_name] += 1
         self.summary.latencies_ms.append(latency_ms)

@@ -45,6 +45,7 @@ class PresenceSettings:
     clear_s: float = 0.3  # empty for this long = departed
     learn_s: float = 1.0  # reference learned from this much empty scene without calibration
     adapt_rate: float = 0.02  # how fast the reference follows slow drift while empty
+    stuck_warn_s: float = 30.0  # an item still on the board this long after it was sorted: warn (0: never)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def main(args) -> int:
     controls = calibration[0].controls if calibration else None
     sortlog = SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep)
     try:
-        with Notifier() as notifier, \
+        with classifier, Notifier() as notifier, \
                 open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
                             size=size, folder_fps=config.camera.folder_fps) as camera, \
                 BinActuators(config.actuators, config.bins,

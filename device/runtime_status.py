@@ -36,7 +36,7 @@ class RuntimeStatus:
     model_mtime_utc: str = ""
     calibration_id: str = ""
     calibration_created_utc: str = ""
-    state: str = "starting"  # starting, learning, empty, occupied, settled, stopped
+    state: str = "starting"  # starting, learning, empty, occupied, settled, stuck, stopped
     pid: int = 0
 
     def to_json(self) -> str:

@@ -1,9 +1,10 @@
 """Train the sorter's classifier (torchvision ResNet-34) on an ImageFolder of photos.
 
 In the spirit of torchvision's reference ``train.py``: one flat ``main(args)``. Optional
-knowledge distillation from a fine-tuned teacher (``--teacher CKPT``): the teacher labels the
-very same augmented (and mixed) batch the student sees, and the student also matches the
-teacher's pooled features through a projection used only in training.
+knowledge distillation from fine-tuned teachers (``--teacher CKPT``, repeatable): the teachers
+label the very same augmented (and mixed) batch the student sees (several teachers: the mean of
+their softened probabilities), and the student also matches the teachers' pooled features
+(concatenated) through a projection used only in training.
 
     waste-sorter train --data DIR --output-dir runs/r34 [--init scratch|imagenet|FILE.pth]
     waste-sorter train ... --find-lr          # learning-rate range test -> PNG + suggestion
@@ -64,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--mixup", type=float, default=0.0, help="probability of mixing a batch")
     p.add_argument("--min-crop-scale", type=float, default=0.25)
-    p.add_argument("--teacher", type=Path, help="checkpoint of a trained teacher to distil from")
+    p.add_argument("--teacher", type=Path, action="append",
+                   help="checkpoint of a trained teacher to distil from; repeat for an ensemble")
     p.add_argument("--kd-weight", type=float, default=0.7, help="weight of the teacher's soft labels")
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--feature-weight", type=float, default=1.0, help="weight of feature matching")
@@ -95,7 +97,19 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: f
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
-def compute_loss(model, projector, teacher, images, labels, size_hw, augment, args, device):
+@torch.no_grad()
+def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble's soft labels (mean of each teacher's softmax at ``temperature``) and its
+    pooled features (each teacher's, concatenated)."""
+    probs, features = [], []
+    for teacher in teachers:
+        t_logits, t_features = forward_features(teacher, x)
+        probs.append(F.softmax(t_logits.float() / temperature, 1))
+        features.append(t_features.float())
+    return torch.stack(probs).mean(0), torch.cat(features, 1)
+
+
+def compute_loss(model, projector, teachers, images, labels, size_hw, augment, args, device):
     x = augment(images)
     y = F.one_hot(labels, num_classes=args.num_classes).float()
     x, y = mixup(x, y, args.mixup)
@@ -103,14 +117,12 @@ def compute_loss(model, projector, teacher, images, labels, size_hw, augment, ar
     y = y.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
         logits, features = forward_features(model, resize_batch(x, size_hw))
-        loss = (1 - args.kd_weight if teacher else 1.0) * soft_cross_entropy(logits, y, args.label_smoothing)
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits, t_features = forward_features(teacher, x)
+        loss = (1 - args.kd_weight if teachers else 1.0) * soft_cross_entropy(logits, y, args.label_smoothing)
+        if teachers:
             t = args.kd_temperature
-            kd = F.kl_div(F.log_softmax(logits.float() / t, 1), F.softmax(t_logits.float() / t, 1),
-                          reduction="batchmean") * t * t
-            cos = F.cosine_similarity(projector(features).float(), t_features.float(), dim=1)
+            t_probs, t_features = teacher_targets(teachers, x, t)
+            kd = F.kl_div(F.log_softmax(logits.float() / t, 1), t_probs, reduction="batchmean") * t * t
+            cos = F.cosine_similarity(projector(features).float(), t_features, dim=1)
             loss = loss + args.kd_weight * kd + args.feature_weight * (1 - cos).mean()
     return loss
 
@@ -126,7 +138,7 @@ def evaluate_accuracy(model, inputs, labels, device, amp: bool) -> float:
     return correct / max(1, len(inputs))
 
 
-def find_lr(model, projector, teacher, images, labels, augment, optimizer, args, device, out: Path):
+def find_lr(model, projector, teachers, images, labels, augment, optimizer, args, device, out: Path):
     """LR range test: raise the rate exponentially from 1e-5 to 1 and plot the smoothed loss."""
     import matplotlib
 
@@ -141,7 +153,7 @@ def find_lr(model, projector, teacher, images, labels, augment, optimizer, args,
         for group in optimizer.param_groups:
             group["lr"] = rate
         idx = torch.randint(0, len(images), (args.batch_size,))
-        loss = compute_loss(model, projector, teacher, images[idx], labels[idx],
+        loss = compute_loss(model, projector, teachers, images[idx], labels[idx],
                             student_size(args, args.epochs), augment, args, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,11 +185,35 @@ RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size",
 def resume_mismatches(saved: dict, args) -> list[str]:
     """``key=saved, not now`` for each RESUME_KEYS argument that differs from the checkpoint's
     (keys an older checkpoint lacks are not compared)."""
-    def plain(v):
+    def plain(key, v):
+        if key == "teacher" and isinstance(v, (str, Path)):  # checkpoints from before several teachers
+            v = [v]
+        if isinstance(v, (list, tuple)):
+            return tuple(plain(None, x) for x in v)
         return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
 
     return [f"{k}={saved[k]}, not {getattr(args, k)}" for k in RESUME_KEYS
-            if k in saved and hasattr(args, k) and plain(saved[k]) != plain(getattr(args, k))]
+            if k in saved and hasattr(args, k) and plain(k, saved[k]) != plain(k, getattr(args, k))]
+
+
+def load_teacher(path: Path, classes: tuple[str, ...], device: torch.device) -> nn.Module:
+    ckpt = load_checkpoint(path)
+    if list(ckpt["classes"]) != list(classes):
+        raise DataError(f"{path}: teacher classes {ckpt['classes']} differ from the data's")
+    try:
+        teacher = build_model(ckpt["args"]["arch"], len(classes), "scratch")
+        teacher.load_state_dict(checkpoint_weights(ckpt))
+    except (KeyError, RuntimeError) as exc:
+        raise unfit(path, exc, "teacher weights do not fit") from None
+    return teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
+def plain_args(args) -> dict:
+    """The arguments as a checkpoint stores them: paths as strings."""
+    def plain(v):
+        return str(v) if isinstance(v, Path) else [plain(x) for x in v] if isinstance(v, list) else v
+
+    return {k: plain(v) for k, v in vars(args).items()}
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -218,18 +254,9 @@ def main(args) -> int:
     # On --resume the checkpoint's weights replace the initial ones: don't fetch those.
     model = build_model(args.arch, args.num_classes, "scratch" if ckpt is not None else args.init)
     model = model.to(device, memory_format=torch.channels_last)
-    teacher = projector = None
-    if args.teacher:
-        teacher_ckpt = load_checkpoint(args.teacher)
-        if list(teacher_ckpt["classes"]) != list(split.classes):
-            raise DataError(f"{args.teacher}: teacher classes {teacher_ckpt['classes']} differ from the data's")
-        try:
-            teacher = build_model(teacher_ckpt["args"]["arch"], args.num_classes, "scratch")
-            teacher.load_state_dict(checkpoint_weights(teacher_ckpt))
-        except (KeyError, RuntimeError) as exc:
-            raise unfit(args.teacher, exc, "teacher weights do not fit") from None
-        teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-        projector = nn.Linear(feature_dim(model), feature_dim(teacher)).to(device)
+    teachers = [load_teacher(path, split.classes, device) for path in args.teacher or ()]
+    projector = (nn.Linear(feature_dim(model), sum(feature_dim(t) for t in teachers)).to(device)
+                 if teachers else None)
 
     trainable = list(model.parameters()) + (list(projector.parameters()) if projector else [])
     groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": args.weight_decay},
@@ -241,7 +268,7 @@ def main(args) -> int:
     augment = BatchAugment((args.input_height, args.input_size), contract.mean, contract.std,
                            min_scale=args.min_crop_scale)
     if args.find_lr:
-        find_lr(model, projector, teacher, images, labels, augment, optimizer, args, device, out)
+        find_lr(model, projector, teachers, images, labels, augment, optimizer, args, device, out)
         return 0
 
     steps_per_epoch = len(images) // args.batch_size
@@ -276,7 +303,7 @@ def main(args) -> int:
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs} {size_hw[1]}x{size_hw[0]}")
         for step in bar:
             idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
-            loss = compute_loss(model, projector, teacher, images[idx], labels[idx], size_hw, augment, args, device)
+            loss = compute_loss(model, projector, teachers, images[idx], labels[idx], size_hw, augment, args, device)
             if not math.isfinite(loss.item()):
                 raise DataError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -302,7 +329,7 @@ def main(args) -> int:
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(),
             "epoch": epoch,
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "args": plain_args(args),
             "classes": list(split.classes),
             "contract": contract.to_json(),
             "split_sha256": split.sha256,

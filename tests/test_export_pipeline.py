@@ -82,7 +82,8 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
     assert cli_main(["train", "--data", str(small_data), "--output-dir", str(teacher), "--arch",
                      "efficientnet_lite0", "--init", "imagenet", "--opt", "adamw", "--lr", "1e-3", *TRAIN]) == 0
     assert cli_main(["train", "--data", str(small_data), "--output-dir", str(student), "--split",
-                     str(teacher / "split.json"), "--teacher", str(teacher / "checkpoint.pth"), "--mixup", "0.5",
+                     str(teacher / "split.json"), "--teacher", str(teacher / "checkpoint.pth"),  # an ensemble of two
+                     "--teacher", str(teacher / "checkpoint.pth"), "--mixup", "0.5",
                      "--min-input-size", "32", *TRAIN]) == 0
     fp32, int8 = tmp_path / "m-fp32.onnx", tmp_path / "m-int8.onnx"
     assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
@@ -199,6 +200,33 @@ def test_resume_refuses_changed_arguments(small_data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == DataError.exit_code and "\n" not in err
     assert "--resume: checkpoint was trained with lr=0.1, not 0.05; batch_size=8, not 4 (" in err
+
+
+def test_resume_compares_teachers_as_a_list_and_reads_a_single_saved_teacher(tmp_path):
+    from argparse import Namespace
+
+    from export.train import resume_mismatches
+
+    one, two = tmp_path / "t1.pth", tmp_path / "t2.pth"
+    assert resume_mismatches({"teacher": str(one)}, Namespace(teacher=[one])) == []  # saved before ensembles
+    assert resume_mismatches({"teacher": [str(one), str(two)]}, Namespace(teacher=[one, two])) == []
+    assert resume_mismatches({"teacher": [str(one), str(two)]}, Namespace(teacher=[one])) != []
+    assert resume_mismatches({"teacher": None}, Namespace(teacher=None)) == []
+
+
+def test_an_ensemble_of_teachers_labels_with_the_mean_probability_and_concatenated_features():
+    from export.models import build_model, forward_features
+    from export.train import teacher_targets
+
+    torch.manual_seed(0)
+    a, b = (build_model("resnet34", 6, "scratch").eval() for _ in range(2))
+    x = torch.randn(3, 3, 48, 64)
+    (la, fa), (lb, fb) = forward_features(a, x), forward_features(b, x)
+    probs, features = teacher_targets([a, b], x, temperature=2.0)
+    expected = (torch.softmax(la / 2, 1) + torch.softmax(lb / 2, 1)) / 2
+    assert torch.allclose(probs, expected, atol=1e-6) and not torch.allclose(probs, torch.softmax(la / 2, 1))
+    assert torch.allclose(probs.sum(1), torch.ones(3))
+    assert torch.equal(features, torch.cat([fa, fb], 1)) and features.shape == (3, 2 * fa.shape[1])
 
 
 @pytest.mark.slow

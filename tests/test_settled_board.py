@@ -7,6 +7,9 @@ model) and gpiozero's MockFactory.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -27,8 +30,9 @@ def noisy(image: np.ndarray, rng) -> np.ndarray:
     return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
 
 
-def run_frames(config, model_path, log_path, frames) -> list[dict]:
-    """Step the sorter through ``frames`` at FPS; returns the sort log's records."""
+def run_frames(config, model_path, log_path, frames, states: list[str] | None = None) -> list[dict]:
+    """Step the sorter through ``frames`` at FPS; returns the sort log's records (and appends the
+    sorter's state after each frame to ``states``)."""
     rng = np.random.default_rng(0)
     with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
             SortLog(log_path) as sortlog:
@@ -36,6 +40,8 @@ def run_frames(config, model_path, log_path, frames) -> list[dict]:
                         sortlog=sortlog)
         for index, image in enumerate(frames):
             sorter.step(noisy(image, rng), index / FPS)
+            if states is not None:
+                states.append(sorter.state)
     return list(read_records(log_path))
 
 
@@ -69,6 +75,27 @@ def test_a_disturbance_that_leaves_the_same_view_is_not_a_new_item(scene_config,
     records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
 
     assert [r["item"] for r in records] == [1]
+
+
+def test_an_item_left_on_the_board_after_sorting_is_warned_about_once(scene_config, colour_model_path,
+                                                                     tmp_path, caplog):
+    """stuck_warn_s = 2: the red item settles and is sorted at about 2 s and stays until 8 s; the
+    sorter warns once, at 2 s after sorting, reads "stuck" until the board clears, then sorts the
+    next item as usual."""
+    config = replace(scene_config, presence=replace(scene_config.presence, stuck_warn_s=2.0))
+    board = make_board(seed=3)
+    frames = [board] * 15 + [item_on(board, RED)] * 65 + [board] * 10 + [item_on(board, BLUE)] * 15 + [board] * 5
+    states: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="device.loop"):
+        records = run_frames(config, colour_model_path, tmp_path / "sort.jsonl", frames, states)
+
+    assert [(r["item"], r["bin"]) for r in records] == [(1, "paper"), (2, "metal")]
+    warnings = [r.getMessage() for r in caplog.records if "still on the board" in r.getMessage()]
+    assert len(warnings) == 1 and "item 1" in warnings[0] and "paper" in warnings[0]
+    first_stuck = states.index("stuck")
+    assert round(first_stuck / FPS - records[0]["source_time"], 1) == 2.0
+    assert set(states[first_stuck:80]) == {"stuck"}  # until the red item leaves at 8 s
+    assert "stuck" not in states[85:]
 
 
 class SlowClassifier(Classifier):
