@@ -227,6 +227,10 @@ def _check_references(config: Config) -> None:
     if config.presence.max_settle_s <= config.presence.settle_s:
         raise ConfigError(f"presence.max_settle_s: {config.presence.max_settle_s} must be longer than "
                           f"presence.settle_s ({config.presence.settle_s})")
+    longest_s = max((max(b.hold_ms, b.pulse_ms) / 1000 for b in config.bins.values()), default=0.0)
+    if 0 < config.presence.stuck_warn_s <= longest_s + config.presence.clear_s:
+        raise ConfigError(f"presence.stuck_warn_s: {config.presence.stuck_warn_s} must be 0 (off) or longer than "
+                          f"the longest bin hold/pulse plus presence.clear_s ({longest_s + config.presence.clear_s:g} s)")
     if config.routing.fallback_bin not in config.bins:
         raise ConfigError(f"routing.fallback_bin: no bin named {config.routing.fallback_bin!r}")
     for label, bin_name in config.routing.classes.items():

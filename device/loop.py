@@ -11,8 +11,8 @@ SIGHUP asks for the calibration to be reloaded, which happens between items (boa
 keeping the last good calibration when the new file is invalid.
 
 A sorted item that is still on the board ``presence.stuck_warn_s`` later (a jammed flap, an
-item the actuator could not move) is warned about once, and the state reads "stuck" until the
-board clears or a new item arrives: the sorter sorts nothing until then.
+item the actuator could not move) is warned about once, and the state (status file and systemd
+STATUS) reads "stuck" until the board clears or changes: the next item is sorted only then.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class Sorter:
                 self.step(frame.image, frame.timestamp_s)
                 if self.notifier:
                     if not ready_sent:
-                        self.notifier.ready()
+                        self.notifier.ready("sorting")
                         ready_sent = True
                     self.notifier.watchdog_if_due(watchdog_s)
                 if self.status_writer and (last_status_s is None or frame.timestamp_s - last_status_s >= 2.0):
@@ -192,6 +192,10 @@ class Sorter:
             return verdict
         update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
         if update.event in ("arrived", "departed"):
+            if self._stuck:
+                log.info("board %s: sorting again", "cleared" if update.event == "departed" else "changed")
+                if self.notifier:
+                    self.notifier.status("sorting")
             self._sorted, self._stuck = None, False
         elif self._sorted is not None and not self._stuck:
             self._check_stuck(t)
@@ -229,7 +233,7 @@ class Sorter:
         if limit_s > 0 and t - sorted_at_s + TIME_TOLERANCE_S >= limit_s:
             self._stuck = True
             log.warning("item %d is still on the board %.0f s after it was sorted to %s: check that bin's "
-                        "actuator and clear the board (nothing is sorted until it clears)",
+                        "actuator and clear the board (the next item is sorted once it clears or changes)",
                         number, t - sorted_at_s, bin_name)
             if self.notifier:
                 self.notifier.status(f"stuck: item {number} still on the board")

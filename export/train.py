@@ -4,7 +4,8 @@ In the spirit of torchvision's reference ``train.py``: one flat ``main(args)``. 
 knowledge distillation from fine-tuned teachers (``--teacher CKPT``, repeatable): the teachers
 label the very same augmented (and mixed) batch the student sees (several teachers: the mean of
 their softened probabilities), and the student also matches the teachers' pooled features
-(concatenated) through a projection used only in training.
+(concatenated, so a teacher with larger features weighs more in the cosine; the ensembles here
+are of one architecture) through a projection used only in training.
 
     waste-sorter train --data DIR --output-dir runs/r34 [--init scratch|imagenet|FILE.pth]
     waste-sorter train ... --find-lr          # learning-rate range test -> PNG + suggestion
@@ -192,7 +193,8 @@ def resume_mismatches(saved: dict, args) -> list[str]:
             return tuple(plain(None, x) for x in v)
         return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
 
-    return [f"{k}={saved[k]}, not {getattr(args, k)}" for k in RESUME_KEYS
+    now = plain_args(args)
+    return [f"{k}={saved[k]}, not {now[k]}" for k in RESUME_KEYS
             if k in saved and hasattr(args, k) and plain(k, saved[k]) != plain(k, getattr(args, k))]
 
 

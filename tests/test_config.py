@@ -37,6 +37,7 @@ def test_example_file_is_valid_and_matches_the_defaults():
     ({"bins": {"x": {"actuator": "none"}}}, "bins.x.actuator: no actuator named 'none'"),
     ({"bins": {"x": {"actuator": "diverter", "angle_deg": 120}}}, "bins.x.angle_deg: 120.0 is outside"),
     ({"routing": {"fallback_bin": "moon"}}, "routing.fallback_bin: no bin named 'moon'"),
+    ({"presence": {"stuck_warn_s": 1.0}}, r"presence.stuck_warn_s: 1.0 must be 0 \(off\) or longer than .*\(1.1 s\)"),
     ({"routing": {"classes": {"glass": "moon"}}}, "routing.classes.glass: no bin named 'moon'"),
     ({"routing": {"classes": {"glass": 3}}}, "routing.classes.glass: expected str"),
     ({"actuators": {"diverter": {"type": "servo", "pin": 12, "min_pulse_width_ms": 2.0,

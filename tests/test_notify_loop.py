@@ -26,6 +26,7 @@ from device.sortlog import SortLog
 
 from conftest import bind_notify_socket, received
 
+READY = "READY=1\nSTATUS=sorting"  # the loop is ready and says it sorts
 FRAME_S = 0.125
 BOARD = make_board(size=(128, 96), seed=2)
 
@@ -104,7 +105,7 @@ def test_ready_once_watchdog_while_frames_flow_none_while_stalled(notify_socket,
     events = run_loop(camera, colour_model_path, tmp_path)
 
     assert events[0] == "STATUS=starting" and events[1] == "frame 0"
-    assert events.count("READY=1") == 1 and events.index("READY=1") == 2  # after the first frame
+    assert events.count(READY) == 1 and events.index(READY) == 2  # after the first frame
     assert events[3] == "WATCHDOG=1"  # first ping with the first frame
     # 1/8 s per frame, a ping at most every 1 s: frames 0, 8, 16 before the stall
     assert pings_between(events, "frame 0", "<stall>") == 3
@@ -115,14 +116,14 @@ def test_ready_once_watchdog_while_frames_flow_none_while_stalled(notify_socket,
     assert events[events.index("frame 24") + 1] == "WATCHDOG=1"
     assert pings_between(events, "</stall>", "STOPPING=1") == 3
     assert events[-1] == "STOPPING=1" and events.count("STOPPING=1") == 1
-    assert all(m in ("STATUS=starting", "READY=1", "WATCHDOG=1", "STOPPING=1", "<stall>", "</stall>")
+    assert all(m in ("STATUS=starting", READY, "WATCHDOG=1", "STOPPING=1", "<stall>", "</stall>")
                or m.startswith("frame ") for m in events)
 
 
 def test_no_ping_before_the_first_frame(notify_socket, colour_model_path, tmp_path):
     events = run_loop(ScriptedCamera(notify_socket, frames=3, stall_at=0), colour_model_path, tmp_path)
     assert events[:3] == ["STATUS=starting", "<stall>", "</stall>"]  # no READY, no ping while waiting
-    assert events[3:] == ["frame 0", "READY=1", "WATCHDOG=1", "frame 1", "frame 2", "STOPPING=1"]
+    assert events[3:] == ["frame 0", READY, "WATCHDOG=1", "frame 1", "frame 2", "STOPPING=1"]
 
 
 def test_camera_failure_sends_stopping(notify_socket, colour_model_path, tmp_path):
@@ -130,7 +131,7 @@ def test_camera_failure_sends_stopping(notify_socket, colour_model_path, tmp_pat
     with pytest.raises(CameraError):
         run_loop(camera, colour_model_path, tmp_path)
     events = camera.events
-    assert events.count("READY=1") == 1 and pings_between(events, "frame 0", "<stall>") == 2
+    assert events.count(READY) == 1 and pings_between(events, "frame 0", "<stall>") == 2
     assert events[events.index("<stall>"):] == ["<stall>", "</stall>", "STOPPING=1"]
 
 
@@ -138,4 +139,4 @@ def test_watchdog_off_without_watchdog_usec(notify_socket, colour_model_path, tm
     monkeypatch.delenv("WATCHDOG_USEC")
     events = run_loop(ScriptedCamera(notify_socket, frames=20), colour_model_path, tmp_path)
     assert "WATCHDOG=1" not in events
-    assert events.count("READY=1") == 1 and events[-1] == "STOPPING=1"
+    assert events.count(READY) == 1 and events[-1] == "STOPPING=1"

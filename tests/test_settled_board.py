@@ -19,9 +19,10 @@ from device.actuators import BinActuators
 from device.classifier import Classifier
 from device.demo_scene import make_board
 from device.loop import Sorter
+from device.notify import Notifier
 from device.sortlog import SortLog, read_records
 
-from conftest import BLUE, GREEN, RED, item_on
+from conftest import BLUE, GREEN, RED, bind_notify_socket, item_on, received
 
 FPS = 10
 
@@ -30,14 +31,14 @@ def noisy(image: np.ndarray, rng) -> np.ndarray:
     return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
 
 
-def run_frames(config, model_path, log_path, frames, states: list[str] | None = None) -> list[dict]:
+def run_frames(config, model_path, log_path, frames, states: list[str] | None = None, notifier=None) -> list[dict]:
     """Step the sorter through ``frames`` at FPS; returns the sort log's records (and appends the
     sorter's state after each frame to ``states``)."""
     rng = np.random.default_rng(0)
     with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
             SortLog(log_path) as sortlog:
         sorter = Sorter(config, camera=None, classifier=Classifier(model_path), actuators=actuators,
-                        sortlog=sortlog)
+                        sortlog=sortlog, notifier=notifier)
         for index, image in enumerate(frames):
             sorter.step(noisy(image, rng), index / FPS)
             if states is not None:
@@ -77,25 +78,46 @@ def test_a_disturbance_that_leaves_the_same_view_is_not_a_new_item(scene_config,
     assert [r["item"] for r in records] == [1]
 
 
+@pytest.mark.parametrize("then", ["cleared", "changed"])
 def test_an_item_left_on_the_board_after_sorting_is_warned_about_once(scene_config, colour_model_path,
-                                                                     tmp_path, caplog):
+                                                                     tmp_path, caplog, then):
     """stuck_warn_s = 2: the red item settles and is sorted at about 2 s and stays until 8 s; the
-    sorter warns once, at 2 s after sorting, reads "stuck" until the board clears, then sorts the
-    next item as usual."""
+    sorter warns once, at 2 s after sorting, reads "stuck" (status file and systemd STATUS) until
+    the board clears or a blue item is dropped beside the red one, then sorts the next item."""
     config = replace(scene_config, presence=replace(scene_config.presence, stuck_warn_s=2.0))
     board = make_board(seed=3)
-    frames = [board] * 15 + [item_on(board, RED)] * 65 + [board] * 10 + [item_on(board, BLUE)] * 15 + [board] * 5
+    if then == "cleared":
+        after = [board] * 10 + [item_on(board, BLUE)] * 15 + [board] * 5
+    else:
+        both = item_on(board, RED)
+        cv2.rectangle(both, (360, 120), (470, 250), BLUE, -1)
+        after = [both] * 25 + [board] * 5
+    frames = [board] * 15 + [item_on(board, RED)] * 65 + after
     states: list[str] = []
-    with caplog.at_level(logging.WARNING, logger="device.loop"):
-        records = run_frames(config, colour_model_path, tmp_path / "sort.jsonl", frames, states)
+    path, sock = bind_notify_socket(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="device.loop"), Notifier(path) as notifier:
+        records = run_frames(config, colour_model_path, tmp_path / "sort.jsonl", frames, states, notifier)
 
-    assert [(r["item"], r["bin"]) for r in records] == [(1, "paper"), (2, "metal")]
+    assert [r["item"] for r in records] == [1, 2] and records[0]["bin"] == "paper"
+    assert then == "changed" or records[1]["bin"] == "metal"  # red and blue together: whichever wins
     warnings = [r.getMessage() for r in caplog.records if "still on the board" in r.getMessage()]
     assert len(warnings) == 1 and "item 1" in warnings[0] and "paper" in warnings[0]
     first_stuck = states.index("stuck")
     assert round(first_stuck / FPS - records[0]["source_time"], 1) == 2.0
-    assert set(states[first_stuck:80]) == {"stuck"}  # until the red item leaves at 8 s
-    assert "stuck" not in states[85:]
+    assert set(states[first_stuck:80]) == {"stuck"}  # until the red item leaves (or the blue lands) at 8 s
+    assert "stuck" not in states[90:]
+    assert received(sock) == ["STATUS=stuck: item 1 still on the board", "STATUS=sorting"]
+
+
+def test_stuck_warn_s_0_never_warns(scene_config, colour_model_path, tmp_path, caplog):
+    config = replace(scene_config, presence=replace(scene_config.presence, stuck_warn_s=0.0))
+    board = make_board(seed=3)
+    states: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="device.loop"):
+        records = run_frames(config, colour_model_path, tmp_path / "sort.jsonl",
+                             [board] * 15 + [item_on(board, RED)] * 65 + [board] * 10, states)
+    assert len(records) == 1 and "stuck" not in states and states[60] == "settled"
+    assert not [r for r in caplog.records if "still on the board" in r.getMessage()]
 
 
 class SlowClassifier(Classifier):

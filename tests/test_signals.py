@@ -167,7 +167,7 @@ def test_sigterm_ends_the_run_command_with_exit_0(scene, colour_model_path, tmp_
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         messages = []
-        while "READY=1" not in messages:
+        while not any(m.startswith("READY=1") for m in messages):
             messages.append(sock.recv(4096).decode())  # bounded by the socket timeout
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
