@@ -109,8 +109,8 @@ class Classifier:
         if out_shape is None or len(out_shape) != 2:
             raise ModelError(f"{self.path}: output shape {out_shape} is not [N, {len(c.classes)}] "
                              f"(one score per class for each image)")
-        if outputs[0].shape[-1] != len(c.classes):
-            raise ModelError(f"{self.path}: model gives {outputs[0].shape[-1]} "
+        if out_shape[-1] != len(c.classes):
+            raise ModelError(f"{self.path}: model gives {out_shape[-1]} "
                              f"scores but the contract names {len(c.classes)} classes")
 
     @property

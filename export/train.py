@@ -195,7 +195,7 @@ def resume_mismatches(saved: dict, args) -> list[str]:
 
     now = plain_args(args)
     return [f"{k}={saved[k]}, not {now[k]}" for k in RESUME_KEYS
-            if k in saved and hasattr(args, k) and plain(k, saved[k]) != plain(k, getattr(args, k))]
+            if k in saved and k in now and plain(k, saved[k]) != plain(k, now[k])]
 
 
 def load_teacher(path: Path, classes: tuple[str, ...], device: torch.device) -> nn.Module:
