@@ -42,7 +42,7 @@ from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, s
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
 from calibration.reload import UNIT, reload_sorter
 from calibration.simcam import SimulatedCamera, parse_sim_source
-from calibration.store import Calibration, ExposureTarget
+from calibration.schema import Calibration, ExposureTarget
 from device.camera import AdjustableCamera, ExposureControls, open_camera
 from device.config import load_config
 from device.errors import CalibrationError

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from calibration.store import ExposureTarget
+from calibration.schema import ExposureTarget
 from device.camera import ExposureControls, Frame
 from device.errors import CalibrationError
 from device.gate import FrameStats, measure

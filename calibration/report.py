@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from device import atomic
-from calibration.store import Calibration
+from calibration.schema import Calibration
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""calibration.store: schema, strict loading (fuzzed), atomic saving, history and rollback."""
+"""calibration.schema and calibration.store: schema, strict loading (fuzzed), atomic saving, history and rollback."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calibration import store
+from calibration import schema, store
 from device import atomic
-from calibration.store import Calibration, ExposureTarget
+from calibration.schema import Calibration, ExposureTarget
 from device.camera import ExposureControls
 from device.errors import CalibrationError
 from device.gate import BoardStats, GateThresholds
@@ -59,7 +59,7 @@ def test_board_image_of_another_size_than_image_size(tmp_path):
     with pytest.raises(CalibrationError, match=r"board reference image is 64x48, but the calibration's "
                                                r"image_size is 32x24$"):
         store.load_with_board(path)
-    with pytest.raises(CalibrationError, match=r"board image is 64x48, but image_size is 32x24$"):
+    with pytest.raises(CalibrationError, match=r"board reference image is 64x48, but the calibration's image_size is 32x24$"):
         store.save_calibration(tmp_path / "other" / "calibration.json", make_calibration(),
                                np.full((48, 64, 3), 190, np.uint8))
     assert not (tmp_path / "other").exists()
@@ -119,7 +119,7 @@ def test_hostile_values_rejected(tmp_path, keys, value, expected):
     ("{\"a\": " + "9" * 5000 + "}", "not valid JSON"),
     ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ("{\"a\": 1", "not valid JSON"),
-    (" " * (store.MAX_FILE_BYTES + 10), "too large"),
+    (" " * (schema.MAX_FILE_BYTES + 10), "too large"),
 ])
 def test_not_a_calibration(tmp_path, text, expected):
     path = write_doc(tmp_path / "calibration.json", text)
@@ -169,7 +169,7 @@ PATHS = list(_leaf_paths(valid_doc()))
 
 def _check_only_calibration_errors(data: bytes) -> None:
     try:
-        result = store.parse_bytes(data, "fuzz.json")
+        result = schema.parse_bytes(data, "fuzz.json")
     except CalibrationError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("fuzz.json: ")
     else:
