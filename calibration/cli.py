@@ -45,7 +45,7 @@ from calibration.simcam import SimulatedCamera, parse_sim_source
 from calibration.schema import Calibration, ExposureTarget
 from device.camera import AdjustableCamera, ExposureControls, open_camera
 from device.config import load_config
-from device.errors import CalibrationError
+from device.errors import CalibrationError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,16 @@ def _validate(args: argparse.Namespace) -> None:
               (1 <= args.frames <= 1000, "--frames must be in 1..1000"),
               (1 <= args.max_steps <= 100, "--max-steps must be in 1..100"),
               (100 <= args.max_exposure_us <= 10_000_000, "--max-exposure-us must be in 100..10000000"),
-              (1 <= args.max_gain <= 64, "--max-gain must be in 1..64")]
+              (1 <= args.max_gain <= 64, "--max-gain must be in 1..64"),
+              (args.width is None or 64 <= args.width <= 4096, "--width must be in 64..4096"),
+              (args.height is None or 48 <= args.height <= 4096, "--height must be in 48..4096"),
+              (args.exposure_us is None or 1 <= args.exposure_us <= 10_000_000, "--exposure-us must be in 1..10000000"),
+              (args.gain is None or 1 <= args.gain <= 64, "--gain must be in 1..64"),
+              (args.colour_gains is None or all(0.05 <= g <= 32 for g in args.colour_gains),
+               "--colour-gains must each be in 0.05..32")]
     for ok, message in checks:
         if not ok:
-            raise CalibrationError(message)
+            raise UsageError(message)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -239,7 +245,11 @@ def _finish(args, out, source, config, controls, searched, reference, target) ->
         board_reference=f"board-{cal_id}.png", board=board, gate=gate, target=target,
         board_mean_rgb=reference.mean_rgb, image_size=(reference.image.shape[1], reference.image.shape[0]),
         frames=len(reference.frame_stats), source=source[:300], exposure_searched=searched)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CalibrationError(f"{out.parent}: folder for the calibration cannot be made "
+                               f"({exc.strerror or exc})") from None
     from calibration.report import write_histogram
 
     histogram = write_histogram(out.parent / calibration.histogram_name, reference.image, calibration)
@@ -267,10 +277,12 @@ def _finish(args, out, source, config, controls, searched, reference, target) ->
 
 def _test_item(args, camera, config, calibration, board_image, max_frames: int = 300) -> None:
     """Step 7: wait for an item to settle on the new calibration's board, then show what the
-    gate and the classifier make of it (the same gate, presence and classifier as the sorter)."""
+    gate and the classifier make of it: the sorter's gate, presence detector, frame choice
+    (:mod:`device.item_frames`) and classifier."""
     from device.classifier import Classifier
     from device.errors import ModelError
     from device.gate import ExposureGate
+    from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item
     from device.presence import PresenceDetector
 
     try:
@@ -282,26 +294,32 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
         gate = ExposureGate(calibration.gate, calibration.board)
         presence = PresenceDetector(config.presence, reference=board_image)
         _pause(args, "7. Test item: place one item on the board.")
-        accepted = []
+        item, decision = ItemFrames(), None
         for _ in range(max_frames):
             frame = camera.capture()
             if frame is None:
                 break
             verdict = gate.check(frame.image)
-            update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
             if not verdict.accepted:
                 _say(f"   frame {frame.index}: rejected ({verdict.reason})")
-            elif update.stable or update.event == "unsettled":
-                accepted.append(frame.image)
-            elif not update.stable:
-                accepted.clear()  # it moved: only the frames of the final still run count
-            if update.event in ("settled", "unsettled"):
+            if verdict.stats is None:  # not an image presence can look at
+                continue
+            update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
+            if update.event in ("arrived", "departed"):
+                item = ItemFrames()
+            if belongs_to_item(update):
+                item.add(frame.image, verdict, update)
+            if update.event in DECIDING_EVENTS:
+                decision = update.event
                 break
-        else:
-            accepted = []
-        if not accepted:
-            _say(f"   no settled, usable item seen in {max_frames} frames: check the board and the light")
+        if decision is None:
+            _say(f"   no item settled in {max_frames} frames: check the board and the light")
             return
-        prediction = classifier.classify(accepted[-config.model.frames_per_item:])
+        frames = item.for_decision(decision == "settled", config.model.frames_per_item)
+        if not frames:
+            _say(f"   the item could not be classified: {item.no_frame_reason()}; check the light")
+            return
+        prediction = classifier.classify(frames)
         top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
-        _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)")
+        _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)"
+             + ("" if decision == "settled" else ", although it never lay still"))

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 def write_histogram(path: Path, board_image: np.ndarray, calibration: Calibration) -> Path | None:
     """Luma and per-channel histograms of the board, with the target and clipping level marked.
-    None (with a warning) where matplotlib is not installed (on a Pi: apt install python3-matplotlib)."""
+    None (with a warning) where matplotlib is not installed (on a Pi: apt install python3-matplotlib)
+    or the PNG cannot be written."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -49,5 +50,9 @@ def write_histogram(path: Path, board_image: np.ndarray, calibration: Calibratio
                  f"{100 * calibration.board.saturated_frac:.2f}% clipped", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    atomic.write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png"), keep_suffix=True)
+    try:
+        atomic.write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png"), keep_suffix=True)
+    except OSError as exc:  # the histogram is a convenience: the calibration is saved without it
+        log.warning("%s: histogram not written (%s)", path, exc.strerror or exc)
+        return None
     return Path(path)

@@ -21,12 +21,12 @@ Schema of ``calibration.json`` (schema 1; every key required, unknown keys rejec
       "board": {"median_luma": 190.2,           # device.gate.BoardStats, 0 .. 255
                 "saturated_frac": 0.0,          # 0 .. 1
                 "cell_saturated_frac": [0.0, ...]},  # 16 values (4x4 grid), 0 .. 1
-      "gate": {"saturation_level": 250,         # device.gate.GateThresholds: int 1 .. 255
-               "max_extra_saturated_frac": 0.3, # 0 .. 1
-               "max_level_rise": 40.0,          # 0 .. 255
-               "max_glare_center_frac": 0.3,    # 0 .. 1
-               "min_median_luma": 20.0,         # 0 .. 255
-               "min_level_ratio": 0.35}         # 0 .. 1
+      "gate": {"saturation_level": 250,         # device.gate.GateThresholds, ranges in
+               "max_extra_saturated_frac": 0.3, #   device.gate.THRESHOLD_RANGES (the config's
+               "max_level_rise": 40.0,          #   [gate] has the same): int 128 .. 255,
+               "max_glare_center_frac": 0.3,    #   0.01 .. 1, 1 .. 255, 0.05 .. 1,
+               "min_median_luma": 20.0,         #   0 .. 200,
+               "min_level_ratio": 0.35}         #   0 .. 1
     }
 
 Numbers must be finite (JSON ``NaN``/``Infinity`` are rejected), booleans are not numbers, and a
@@ -45,7 +45,7 @@ from typing import Any
 
 from device.camera import ExposureControls
 from device.errors import CalibrationError, first_line
-from device.gate import GRID, BoardStats, GateThresholds
+from device.gate import GRID, THRESHOLD_RANGES, BoardStats, GateThresholds
 
 SCHEMA = 1
 MAX_FILE_BYTES = 1_000_000
@@ -155,9 +155,6 @@ def _str(value: Any, path: str, pattern: re.Pattern[str] | None = None, max_len:
     return value
 
 
-_GATE_RANGES = {"saturation_level": (1, 255, True), "max_extra_saturated_frac": (0, 1, False),
-                "max_level_rise": (0, 255, False), "max_glare_center_frac": (0, 1, False),
-                "min_median_luma": (0, 255, False), "min_level_ratio": (0, 1, False)}
 _TOP_KEYS = ("schema", "id", "created_utc", "source", "exposure_searched", "exposure_us",
              "analogue_gain", "colour_gains", "target", "frames", "image_size", "board_reference",
              "board_mean_rgb", "board", "gate")
@@ -202,8 +199,8 @@ def parse_calibration(raw: Any) -> Calibration:
         board=BoardStats(_num(b["median_luma"], "board.median_luma", 0, 255),
                          _num(b["saturated_frac"], "board.saturated_frac", 0, 1),
                          tuple(_num(v, f"board.cell_saturated_frac[{i}]", 0, 1) for i, v in enumerate(cells))),
-        gate=GateThresholds(**{name: _num(g[name], f"gate.{name}", lo, hi, integer)
-                               for name, (lo, hi, integer) in _GATE_RANGES.items()}),
+        gate=GateThresholds(**{name: _num(g[name], f"gate.{name}", lo, hi, integer=name == "saturation_level")
+                               for name, (lo, hi) in THRESHOLD_RANGES.items()}),
     )
 
 

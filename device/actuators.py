@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.config import ActuatorConfig, BinConfig
-from device.errors import ActuatorError, ConfigError
+from device.errors import ActuatorError, ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -99,24 +99,37 @@ class BinActuators:
         """Move/pulse the bin's actuator; it returns to safe at ``now_s`` + hold/pulse time."""
         bin_ = self.bins[bin_name]
         device, cfg = self.devices[bin_.actuator], self.configs[bin_.actuator]
-        if cfg.type == "servo":
-            device.angle = bin_.angle_deg
-            duration_s = bin_.hold_ms / 1000
-        else:
-            device.on()
-            duration_s = bin_.pulse_ms / 1000
+        try:
+            if cfg.type == "servo":
+                device.angle = bin_.angle_deg
+                duration_s = bin_.hold_ms / 1000
+            else:
+                device.on()
+                duration_s = bin_.pulse_ms / 1000
+        except Exception as exc:  # gpiozero / pin driver errors
+            raise ActuatorError(f"actuators.{bin_.actuator}: could not move for bin {bin_name} "
+                                f"({first_line(exc)})") from exc
         self._active[bin_.actuator] = _Active(bin_.actuator, now_s + duration_s)
         log.debug("bin %s: %s active until %.3f s", bin_name, bin_.actuator, now_s + duration_s)
 
     def update(self, now_s: float) -> None:
         """Return every actuator whose time is up to its safe state."""
         for name in [n for n, a in self._active.items() if now_s + TIME_TOLERANCE_S >= a.until_s]:
-            self._make_safe(name)
+            try:
+                self._make_safe(name)
+            except Exception as exc:  # gpiozero / pin driver errors
+                raise ActuatorError(f"actuators.{name}: could not return to its safe state "
+                                    f"({first_line(exc)})") from exc
             self._active.pop(name, None)  # a signal handler's safe_all() may have cleared it
 
     @property
     def busy(self) -> bool:
         return bool(self._active)
+
+    @property
+    def active_until_s(self) -> float | None:
+        """When the last active actuator goes back to safe (its timebase), or None if none is active."""
+        return max((a.until_s for a in self._active.values()), default=None)
 
     def _make_safe(self, name: str) -> None:
         device, cfg = self.devices[name], self.configs[name]

@@ -26,6 +26,7 @@ import numpy as np
 from device.classifier import Classifier
 from device.config import Config
 from device.demo_scene import SceneItem, Timing, make_board, render
+from device.errors import UsageError
 from device.gate import ExposureGate, GateThresholds
 from device.presence import PresenceDetector, PresenceSettings
 
@@ -130,6 +131,8 @@ def run_peak_rss_mb(model: Path | None, tmp: Path) -> float:
 
 
 def main(args) -> int:
+    if args.frames < 1:
+        raise UsageError(f"--frames {args.frames}: must be at least 1")
     frames = scene_frames(args.frames)
     gate = ExposureGate(GateThresholds())
     presence = PresenceDetector(PresenceSettings(), reference=make_board())

@@ -15,6 +15,7 @@ at the end of a finite source and raises :class:`CameraError` when a live camera
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
@@ -84,6 +85,22 @@ class CameraBase:
         self.close()
 
 
+_DEVICE_SOURCE = re.compile(r"^(picamera2)(?::(\d{1,3}))?$|^(opencv):(\d{1,3})$")
+
+
+def device_source(source: str) -> tuple[str, int] | None:
+    """("picamera2" | "opencv", camera number) for a camera device, None for a file or folder
+    path; ValueError (a one-line reason) for a malformed device name such as ``picamera2:x``."""
+    if not (source.startswith("picamera2") or source.startswith("opencv:")):
+        return None
+    match = _DEVICE_SOURCE.match(source)
+    if match is None:
+        raise ValueError(f"camera source {source!r}: expected picamera2, picamera2:N or opencv:N (N a camera number)")
+    if match.group(1):
+        return "picamera2", int(match.group(2) or 0)
+    return "opencv", int(match.group(4))
+
+
 def open_camera(
     source: str,
     *,
@@ -93,19 +110,18 @@ def open_camera(
     folder_fps: float = 10.0,
 ) -> Camera:
     """Open the camera named by ``source`` (see the module docstring)."""
-    if source == "picamera2" or source.startswith("picamera2:"):
+    try:
+        device = device_source(source)
+    except ValueError as exc:
+        raise CameraError(str(exc)) from None
+    if device is not None and device[0] == "picamera2":
         from device.camera_picamera2 import Picamera2Camera
 
-        index = int(source.partition(":")[2] or 0)
-        return Picamera2Camera(index, size=size, controls=controls, timeout_s=timeout_s)
+        return Picamera2Camera(device[1], size=size, controls=controls, timeout_s=timeout_s)
     from device.camera_opencv import FolderCamera, OpenCVCamera, VideoFileCamera
 
-    if source.startswith("opencv:"):
-        try:
-            index = int(source.partition(":")[2])
-        except ValueError:
-            raise CameraError(f"camera source {source!r}: expected opencv:N with a device number") from None
-        return OpenCVCamera(index, size=size, timeout_s=timeout_s)
+    if device is not None:
+        return OpenCVCamera(device[1], size=size, timeout_s=timeout_s)
     path = Path(source)
     if path.is_dir():
         return FolderCamera(path, fps=folder_fps)

@@ -67,14 +67,18 @@ class Picamera2Camera(CameraBase):
                 log.warning("picamera2: %s after a failed start: %s", step.__name__, first_line(exc))
 
     def set_controls(self, controls: ExposureControls) -> None:
-        """Apply manual exposure; the sensor applies them a few frames later (see metadata)."""
-        self._cam.set_controls({
-            "AeEnable": False,
-            "AwbEnable": False,
-            "ExposureTime": int(controls.exposure_us),
-            "AnalogueGain": float(controls.analogue_gain),
-            "ColourGains": tuple(float(g) for g in controls.colour_gains),
-        })
+        """Apply manual exposure; the sensor applies them a few frames later (see metadata).
+        CameraError when the camera refuses them."""
+        try:
+            self._cam.set_controls({
+                "AeEnable": False,
+                "AwbEnable": False,
+                "ExposureTime": int(controls.exposure_us),
+                "AnalogueGain": float(controls.analogue_gain),
+                "ColourGains": tuple(float(g) for g in controls.colour_gains),
+            })
+        except Exception as exc:
+            raise CameraError(f"picamera2: exposure controls not applied ({first_line(exc)})") from exc
 
     def capture(self) -> Frame:
         deadline = time.monotonic() + self.timeout_s

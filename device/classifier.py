@@ -120,10 +120,13 @@ class Classifier:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output for a float32 N x 3 x H x W batch."""
         name = self.contract.input_name
-        if self._batch_dynamic:
-            out = np.asarray(self._session.run(None, {name: batch})[0])
-        else:
-            out = np.concatenate([np.atleast_1d(self._session.run(None, {name: x[None]})[0]) for x in batch])
+        try:
+            if self._batch_dynamic:
+                out = np.asarray(self._session.run(None, {name: batch})[0])
+            else:
+                out = np.concatenate([np.atleast_1d(self._session.run(None, {name: x[None]})[0]) for x in batch])
+        except Exception as exc:  # onnxruntime's own errors (Fail, RuntimeException, ...)
+            raise ModelError(f"{self.path}: inference failed ({first_line(exc)})") from exc
         if out.shape != (len(batch), len(self.classes)):  # a model whose declared shape is not what it gives
             raise ModelError(f"{self.path}: output shape {list(out.shape)} for a batch of {len(batch)}, "
                              f"expected [{len(batch)}, {len(self.classes)}]")

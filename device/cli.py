@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from device.errors import SorterError
+from device.errors import SorterError, first_line
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("device.run_cli", "sort items from a camera or a recorded scene"),
@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.onnx_export", "export a checkpoint to ONNX with its contract"),
     "quantize": ("export.quantize", "int8 static quantization with an accuracy guard"),
 }
+
+TRAIN_EXTRA = ("train", "export", "quantize")  # need torch: pip install 'waste-sorter[train]'
 
 
 def _usage() -> str:
@@ -52,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        print(f"waste-sorter {name}: missing dependency {exc.name!r} "
-              f"(pip install 'waste-sorter[train]' for train/export/quantize)", file=sys.stderr)
+        hint = "pip install 'waste-sorter[train]'" if name in TRAIN_EXTRA else "reinstall waste-sorter"
+        print(f"waste-sorter {name}: missing dependency {exc.name or first_line(exc)!r} ({hint})", file=sys.stderr)
         return 3
     parser = argparse.ArgumentParser(prog=f"waste-sorter {name}", description=module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from device.camera import device_source
 from device.errors import ConfigError
-from device.gate import GateThresholds
+from device.gate import THRESHOLD_RANGES, GateThresholds
 from device.presence import PresenceSettings
 
 
@@ -108,12 +109,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "camera.width": (64, 4096), "camera.height": (48, 4096), "camera.timeout_s": (0.1, 15),
     "camera.folder_fps": (0.1, 240),
     "model.threads": (1, 16), "model.frames_per_item": (1, 30),
-    "gate.saturation_level": (128, 255), "gate.max_extra_saturated_frac": (0.01, 1),
-    "gate.max_level_rise": (1, 255), "gate.max_glare_center_frac": (0.05, 1),
-    "gate.min_median_luma": (0, 200), "gate.min_level_ratio": (0, 1),
+    **{f"gate.{name}": bounds for name, bounds in THRESHOLD_RANGES.items()},
     "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
     "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
-    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
+    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.1, 30), "presence.max_settle_s": (0.1, 120),
     "presence.clear_s": (0.0, 30), "presence.learn_s": (0.0, 60), "presence.adapt_rate": (0, 1),
     "presence.stuck_warn_s": (0, 3600),
     "routing.min_confidence": (0, 1),
@@ -203,6 +202,13 @@ def parse_config(raw: dict[str, Any]) -> Config:
 
 
 def _check_references(config: Config) -> None:
+    try:
+        device_source(config.camera.source)
+    except ValueError as exc:
+        raise ConfigError(f"camera.source: {exc}") from None
+    if config.presence.empty_frac >= config.presence.item_frac:
+        raise ConfigError(f"presence.empty_frac: {config.presence.empty_frac} must be less than "
+                          f"presence.item_frac ({config.presence.item_frac})")
     for name, bin_ in config.bins.items():
         actuator = config.actuators.get(bin_.actuator)
         if actuator is None:

@@ -28,6 +28,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
+class UsageError(SorterError):
+    """A command-line option out of range or malformed (argparse's own mistakes exit 2 too)."""
+
+    exit_code = 2
+
+
 class ConfigError(SorterError):
     """The TOML configuration is unreadable or invalid (message names the key path)."""
 

@@ -26,6 +26,14 @@ class GateThresholds:
     min_level_ratio: float = 0.35  # median luma below this share of the board's is too dark
 
 
+#: Allowed range (inclusive) of each threshold: one table for the config's ``[gate]`` and the
+#: calibration file's ``gate`` object.
+THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
+    "saturation_level": (128, 255), "max_extra_saturated_frac": (0.01, 1), "max_level_rise": (1, 255),
+    "max_glare_center_frac": (0.05, 1), "min_median_luma": (0, 200), "min_level_ratio": (0, 1),
+}
+
+
 @dataclass(frozen=True)
 class BoardStats:
     """Exposure statistics of the empty board the gate judges frames against."""

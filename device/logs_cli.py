@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
-from device.errors import ConfigError
+from device.errors import UsageError
 from device.runtime_status import parse_utc
 from device.sortlog import log_files, read_lines_from, read_records
 
@@ -76,7 +76,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--since {text!r}: expected an ISO date/time or an age like 30m, 2h, 1d") from None
+        raise UsageError(f"--since {text!r}: expected an ISO date/time or an age like 30m, 2h, 1d") from None
     return parsed.timestamp()  # naive = local time
 
 
@@ -299,7 +299,7 @@ def _run(args: argparse.Namespace, out: TextIO, sleep: Callable[[float], None], 
          now: float | None) -> int:
     path = resolve_log_path(args.log, args.config)
     if args.lines < 0:
-        raise ConfigError(f"-n {args.lines}: must be >= 0")
+        raise UsageError(f"-n {args.lines}: must be >= 0")
     since = parse_since(args.since, now) if args.since else None
     keep = make_filter(since, args.label, args.bin, args.reason)
     if not log_files(path) and not args.follow:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,8 +30,9 @@ from device.actuators import TIME_TOLERANCE_S, BinActuators
 from device.camera import AdjustableCamera, Camera
 from device.classifier import Classifier
 from device.config import Config
-from device.errors import CalibrationError, CameraError
-from device.gate import ExposureGate, GateVerdict, board_stats
+from device.errors import CalibrationError, CameraError, ModelError
+from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item
 from device.notify import watchdog_interval_s
 from device.presence import PresenceDetector, State
 from device.sortlog import SortEvent, SortLog, utc_iso
@@ -61,23 +62,17 @@ class RunSummary:
                 f"p95 {self.latency_percentile_ms(95):.1f} ms")
 
 
-@dataclass
-class _Item:
-    number: int
-    rejected: Counter = field(default_factory=Counter)
-    still: deque = field(default_factory=lambda: deque(maxlen=64))  # (image, verdict) of the still run
-    recent: deque = field(default_factory=lambda: deque(maxlen=32))  # accepted images while present
-
-
 class Sorter:
     def __init__(self, config: Config, *, camera: Camera, classifier: Classifier, actuators: BinActuators,
                  sortlog: SortLog, calibration=None, calibration_loader: Callable[[], tuple] | None = None,
                  notifier=None, status_writer: Callable[["Sorter"], None] | None = None,
-                 clock: Callable[[], float] | None = None):
+                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep):
         """``clock`` (seconds) times the actuators; ``None`` times them on frame timestamps
-        (source time: a replay actuates identically at any speed)."""
+        (source time: a replay actuates identically at any speed). ``sleep`` waits out the last
+        hold or pulse when a run ends at ``max_items`` on a clock."""
         self.config = config
         self.clock = clock
+        self.sleep = sleep
         self.camera = camera
         self.classifier = classifier
         self.actuators = actuators
@@ -95,20 +90,29 @@ class Sorter:
         self.state = "starting"
         self._stop_signal: int | None = None
         self._reload_requested = False
-        self._item: _Item | None = None
+        self._item: ItemFrames | None = None
         self._sorted: tuple[int, str, float] | None = None  # (item, bin, source time s) awaiting a clear board
         self._stuck = False
+        self._warned_reasons: set[str] = set()
         self._missing_routes = [c for c in classifier.classes if c not in config.routing.classes]
         if self._missing_routes:
             log.warning("classes without a bin go to the fallback bin: %s", ", ".join(self._missing_routes))
+        for label in sorted(set(config.routing.classes) - set(classifier.classes)):
+            log.warning("routing.classes.%s: the model has no class %r (it has %s)", label, label,
+                        ", ".join(classifier.classes))
+        routed = set(config.routing.classes.values()) | {config.routing.fallback_bin}
+        for bin_name in sorted(set(config.bins) - routed):
+            log.warning("bins.%s: no class is routed to it (routing.classes)", bin_name)
 
     # -- calibration -------------------------------------------------------------------
     def apply_calibration(self, calibration, board_image: np.ndarray) -> None:
-        self.gate = ExposureGate(calibration.gate, calibration.board)
-        self.presence = PresenceDetector(self.config.presence, reference=board_image)
-        self.calibration, self.calibration_id = calibration, calibration.id
+        """Use ``calibration``: the camera's controls first (CameraError if it refuses them:
+        nothing else has changed then), then its gate and board reference."""
         if isinstance(self.camera, AdjustableCamera):
             self.camera.set_controls(calibration.controls)
+        self.gate = ExposureGate(calibration.gate, calibration.board, expected_hw=board_image.shape[:2])
+        self.presence = PresenceDetector(self.config.presence, reference=board_image)
+        self.calibration, self.calibration_id = calibration, calibration.id
         log.info("calibration %s in use", calibration.id)
 
     def _reload_calibration(self) -> None:
@@ -120,7 +124,7 @@ class Sorter:
             self.notifier.reloading()
         try:
             self.apply_calibration(*self.calibration_loader())
-        except CalibrationError as exc:
+        except (CalibrationError, CameraError) as exc:
             log.error("calibration reload rejected, keeping %s: %s", self.calibration_id or "defaults", exc)
         if self.notifier:
             self.notifier.ready()
@@ -170,6 +174,7 @@ class Sorter:
                     self.status_writer(self)
                 if max_items is not None and self.summary.items >= max_items:
                     log.info("reached --max-items %d", max_items)
+                    self._let_actuators_finish()
                     break
         finally:
             self.actuators.safe_all()
@@ -181,14 +186,29 @@ class Sorter:
                 self.status_writer(self)
         return self.summary
 
+    def _let_actuators_finish(self) -> None:
+        """On a clock, the last bin's hold or pulse runs its full time before the run ends (a
+        signal still ends it at once); in source time there is no more time to wait for."""
+        if self.clock is None:
+            return
+        while self._stop_signal is None and (until_s := self.actuators.active_until_s) is not None:
+            remaining_s = until_s - self.clock()
+            if remaining_s > 0:
+                self.sleep(min(remaining_s, 0.05))
+            self.actuators.update(self.clock())
+
     def step(self, image: np.ndarray, t: float) -> GateVerdict:
         """Process one frame at source time ``t`` (seconds)."""
         self.summary.frames += 1
         self.summary.source_seconds = t
         self.actuators.update(self._actuator_time_s(t))
+        if self.gate.expected_hw is None and not check_structure(image):
+            # without a calibration, the first good frame fixes the size every later frame must have
+            self.gate = ExposureGate(self.gate.thresholds, self.gate.board, expected_hw=image.shape[:2])
         verdict = self.gate.check(image)
         if verdict.stats is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
+            self._warn_unusable_once(image, verdict.reason)
             return verdict
         update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
         if update.event in ("arrived", "departed"):
@@ -202,23 +222,17 @@ class Sorter:
         self.state = "stuck" if self._stuck else update.state.value
         if update.event == "learned":
             self.gate = ExposureGate(self.gate.thresholds, board_stats(self.presence.reference_image,
-                                                                       self.gate.thresholds.saturation_level))
+                                                                       self.gate.thresholds.saturation_level),
+                                     expected_hw=self.gate.expected_hw)
             log.info("empty board learned from the first %.1f s", self.config.presence.learn_s)
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
         if update.event == "arrived":
-            self._item = _Item(number=self.summary.items + 1)
+            self._item = ItemFrames(number=self.summary.items + 1)
         item = self._item
-        if item is not None and update.state is State.OCCUPIED:
-            if not verdict.accepted:
-                item.rejected[verdict.reason] += 1
-            else:
-                item.recent.append(image)
-            if update.stable:
-                item.still.append((image, verdict))
-            else:
-                item.still.clear()
-        if update.event in ("settled", "unsettled") and item is not None:
+        if item is not None and belongs_to_item(update):
+            item.add(image, verdict, update)
+        if update.event in DECIDING_EVENTS and item is not None:
             self._decide(item, t, settled=update.event == "settled")
             self._item = None
         elif update.event == "departed":
@@ -226,6 +240,19 @@ class Sorter:
         if update.state is State.EMPTY and self._reload_requested:
             self._reload_calibration()
         return verdict
+
+    def _warn_unusable_once(self, image: object, reason: str) -> None:
+        """One WARNING per reason a frame is unusable (a camera delivering the wrong size would
+        otherwise reject every frame with nothing but a counter to show for it)."""
+        if reason in self._warned_reasons:
+            return
+        self._warned_reasons.add(reason)
+        shape = getattr(image, "shape", None)
+        expected = self.gate.expected_hw
+        size = f"; frames must be {expected[1]}x{expected[0]} (the board reference's size)" if expected else ""
+        log.warning("unusable frame (%s, shape %s, dtype %s)%s: such frames are rejected; check the camera "
+                    "(camera.width, camera.height) or recalibrate", reason, shape,
+                    getattr(image, "dtype", type(image).__name__), size)
 
     def _check_stuck(self, t: float) -> None:
         number, bin_name, sorted_at_s = self._sorted
@@ -245,14 +272,21 @@ class Sorter:
         if not verdict.accepted:
             self.summary.rejected_by_reason[verdict.reason] += 1
 
-    def _decide(self, item: _Item, t: float, settled: bool = True) -> None:
+    def _decide(self, item: ItemFrames, t: float, settled: bool = True) -> None:
         started = time.perf_counter()
         routing = self.config.routing
-        n = self.config.model.frames_per_item
-        # a settled item is judged on its still frames; one that never stopped moving on its latest
-        accepted = [img for img, v in item.still if v.accepted][-n:] if settled else list(item.recent)[-n:]
-        if accepted:
-            prediction = self.classifier.classify(accepted)
+        accepted = item.for_decision(settled, self.config.model.frames_per_item)
+        label, confidence, top3 = "", 0.0, ()
+        bin_name, prediction = routing.fallback_bin, None
+        if not accepted:
+            reason = item.no_frame_reason()
+        else:
+            try:
+                prediction = self.classifier.classify(accepted)
+            except ModelError as exc:  # the item still goes somewhere: the fallback bin
+                log.error("item %d not classified: %s", item.number, exc)
+                reason = "classifier failed"
+        if prediction is not None:
             label, confidence, top3 = prediction.label, prediction.confidence, prediction.top3
             bin_name = routing.classes.get(label, routing.fallback_bin)
             reason = ""
@@ -260,10 +294,6 @@ class Sorter:
                 bin_name, reason = routing.fallback_bin, f"low confidence {confidence:.2f} < {routing.min_confidence:.2f}"
             elif label not in routing.classes:
                 reason = f"no bin for class {label}"
-        else:
-            label, confidence, top3 = "", 0.0, ()
-            rejects = ", ".join(f"{r} x{k}" for r, k in item.rejected.most_common()) or "none"
-            bin_name, reason = routing.fallback_bin, f"all frames rejected ({rejects})"
         if self._stop_signal is None:
             self.actuators.actuate(bin_name, self._actuator_time_s(t))
         else:  # stopping: every actuator stays safe

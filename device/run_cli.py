@@ -19,10 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from device.actuators import BinActuators, resolve_pin_factory
-from device.camera import open_camera
+from device.camera import device_source, open_camera
 from device.classifier import Classifier
 from device.config import Config, load_config
-from device.errors import CalibrationError, ConfigError
+from device.errors import CalibrationError, UsageError
 from calibration.store import load_with_board
 from device.loop import Sorter
 from device.notify import Notifier
@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def effective_config(args) -> Config:
     config = load_config(args.config)
     if args.source:
+        try:
+            device_source(args.source)
+        except ValueError as exc:
+            raise UsageError(f"--source: {exc}") from None
         config = replace(config, camera=replace(config.camera, source=args.source))
     if args.model:
         config = replace(config, model=replace(config.model, path=str(args.model)))
@@ -55,7 +59,7 @@ def effective_config(args) -> Config:
     if args.log:
         config = replace(config, log=replace(config.log, path=str(args.log)))
     if args.max_items is not None and args.max_items < 1:
-        raise ConfigError("--max-items must be at least 1")
+        raise UsageError("--max-items must be at least 1")
     return config
 
 
@@ -141,7 +145,8 @@ def _status_writer(path: Path, classifier: Classifier):
             model_sha256=classifier.sha256, model_mtime_utc=model_mtime,
             calibration_id=sorter.calibration_id,
             calibration_created_utc=getattr(sorter.calibration, "created_utc", ""),
-            state=sorter.state, pid=os.getpid())
+            state=sorter.state, pid=os.getpid(), log_pending=sorter.sortlog.pending,
+            log_dropped=sorter.sortlog.dropped)
         try:
             write_runtime_status(path, status)
         except OSError as exc:

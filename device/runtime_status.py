@@ -30,7 +30,7 @@ class RuntimeStatus:
     frames_rejected: int = 0  # frames the exposure gate rejected since start
     reject_reasons: dict[str, int] = field(default_factory=dict)
     items: int = 0  # items sorted since start
-    fps: float = 0.0  # recent frame rate
+    fps: float = 0.0  # mean frame rate since start
     model_path: str = ""
     model_sha256: str = ""
     model_mtime_utc: str = ""
@@ -38,6 +38,8 @@ class RuntimeStatus:
     calibration_created_utc: str = ""
     state: str = "starting"  # starting, learning, empty, occupied, settled, stuck, stopped
     pid: int = 0
+    log_pending: int = 0  # sort records waiting in memory (the log could not be written)
+    log_dropped: int = 0  # sort records lost since start (the in-memory queue overflowed)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

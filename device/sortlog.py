@@ -73,6 +73,7 @@ class SortLog:
         self._clock = clock
         self._pending: deque[str] = deque(maxlen=max_pending)
         self._last_error_at: float | None = None
+        self._last_drop_logged_at: float | None = None
         self._tail_checked = False
         self.write_errors = 0
         self.dropped = 0  # records pushed out of a full in-memory queue
@@ -81,7 +82,11 @@ class SortLog:
         """Queue the record and write all that waits; False if it is still waiting."""
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
-            log.error("sort log queue full (%d records): the oldest waiting record is lost", len(self._pending))
+            now = self._clock()
+            if self._last_drop_logged_at is None or now - self._last_drop_logged_at >= self.error_interval_s:
+                self._last_drop_logged_at = now
+                log.error("sort log queue full (%d records): the oldest waiting records are lost, %d so far",
+                          len(self._pending), self.dropped)
         self._pending.append(event.to_json() + "\n")
         return self.flush()
 

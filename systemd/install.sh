@@ -18,7 +18,8 @@ Installs the waste sorter as waste-sorter.service:
 
 options:
   --no-start       install and enable, but do not (re)start the service
-  --operator USER  also add USER to the waste-sorter group
+  --operator USER  also add USER to the waste-sorter group (reads logs and status; calibrating
+                   still runs as the service user: sudo -u waste-sorter waste-sorter calibrate ...)
   --uninstall      stop and remove the unit, the venv and the user; keep config, calibration, logs
   --purge          with --uninstall: also delete config, calibration and logs
   -h, --help       this help
@@ -87,6 +88,7 @@ do_install() {
     [ -f "$SRC_DIR/pyproject.toml" ] || { echo "install.sh: no pyproject.toml in $SRC_DIR" >&2; exit 1; }
 
     say "packages (apt)"
+    apt-get update -qq
     apt-get install -y --no-install-recommends python3-venv python3-picamera2 python3-matplotlib >/dev/null
 
     say "user $SVC_USER (groups video, gpio)"

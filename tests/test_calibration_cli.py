@@ -162,7 +162,35 @@ def test_reload_failure_gives_the_command(tmp_path, monkeypatch):
     assert not reloaded and "denied" in hint and "sudo systemctl reload waste-sorter.service" in hint
 
 
-def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
-    assert calibrate(tmp_path / "c.json", "--source", "sim", "--target-luma", "300") == 80
-    assert "--target-luma" in capsys.readouterr().err
+@pytest.mark.parametrize("option, message", [
+    (["--target-luma", "300"], "--target-luma must be in 1..254"),
+    (["--width", "-5"], "--width must be in 64..4096"),
+    (["--exposure-us", "0"], "--exposure-us must be in 1..10000000"),
+    (["--colour-gains", "1.5", "99"], "--colour-gains must each be in 0.05..32"),
+])
+def test_bad_arguments_are_one_line_usage_errors(tmp_path, capsys, option, message):
+    assert waste_sorter(["calibrate", "--out", str(tmp_path / "c.json"), "--source", "sim", "--yes", *option]) == 2
+    assert capsys.readouterr().err == f"waste-sorter calibrate: error: {message}\n"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_source_is_a_camera_error(tmp_path, capsys):
     assert calibrate(tmp_path / "c.json", "--source", str(tmp_path / "missing.mp4")) == 74
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_out_path_that_cannot_be_made_is_a_one_line_error_after_the_capture(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "cal" / "calibration.json"
+    assert calibrate(out, "--source", "sim", "--no-reload") == 80
+    err = capsys.readouterr().err
+    assert err.startswith(f"waste-sorter calibrate: error: {out.parent}: folder for the calibration cannot be made")
+    assert err.count("\n") == 1
+
+
+def test_a_histogram_that_cannot_be_written_is_only_a_warning(tmp_path, caplog):
+    from calibration.report import write_histogram
+    from test_calibration_store import BOARD, make_calibration
+
+    assert write_histogram(tmp_path / "missing-folder" / "histogram.png", BOARD, make_calibration()) is None
+    assert any("histogram not written" in r.getMessage() for r in caplog.records)

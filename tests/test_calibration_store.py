@@ -93,6 +93,9 @@ def _set(doc: dict, keys: tuple, value) -> dict:
     (("board", "cell_saturated_frac"), [0.0] * 15, "board.cell_saturated_frac: must have 16"),
     (("board", "median_luma"), -1, "board.median_luma: must be a number in"),
     (("gate", "saturation_level"), 300, "gate.saturation_level"),
+    # the config's [gate] ranges hold here too: a level of 60 would reject nearly every frame
+    (("gate", "saturation_level"), 60, "gate.saturation_level: must be an integer in [128, 255], got 60"),
+    (("gate", "max_level_rise"), 0, "gate.max_level_rise: must be a number in [1, 255]"),
     (("gate", "surprise"), 1, "gate.surprise: unknown key"),
     (("surprise",), 1, "surprise: unknown key"),
     (("target",), [], "target: must be an object"),

@@ -17,10 +17,8 @@ import pytest
 import device.sortlog
 from device import logs_cli, status_cli
 from device.cli import main as cli_main
-from device.errors import ConfigError
 from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
-from device.sortlog import utc_iso
-from device.sortlog import SortEvent, SortLog, read_records
+from device.sortlog import SortEvent, SortLog, read_records, utc_iso
 
 NOW = time.time()
 
@@ -110,9 +108,11 @@ def test_logs_json_lines_and_filters(mixed_log):
     assert items("--bin", "glass", "--since", "1h") == [4]
 
 
-def test_logs_bad_since_is_a_one_line_error(mixed_log):
-    with pytest.raises(ConfigError, match="--since"):
-        run_logs("--log", str(mixed_log), "--since", "yesterday-ish")
+def test_logs_bad_since_is_a_one_line_usage_error(mixed_log, capsys):
+    assert cli_main(["logs", "--log", str(mixed_log), "--since", "yesterday-ish"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("waste-sorter logs: error: --since 'yesterday-ish': expected an ISO date/time or an age "
+                   "like 30m, 2h, 1d")
 
 
 def test_logs_summary_json(mixed_log):
@@ -242,6 +242,22 @@ def test_status_report(tmp_path, mixed_log):
     text = out.getvalue()
     assert "service      active" in text and "STALE" in text and "9.5 fps" in text and "cal-7" in text
     assert "glare 40, dark 10" in text and "last item    #5" in text
+    assert "SORT LOG" not in text
+
+
+def test_status_shows_sort_records_the_log_could_not_take(tmp_path, mixed_log):
+    status_file = tmp_path / "status.json"
+    write_runtime_status(status_file, runtime(NOW, log_pending=7, log_dropped=2))
+    out = io.StringIO()
+    status_cli.main(args_for("--status-file", str(status_file), "--log", str(mixed_log), module=status_cli),
+                    out=out, now=NOW, service="active")
+    assert ("SORT LOG     7 record(s) waiting to be written, 2 lost: is the log's disk full or read-only?"
+            in out.getvalue())
+    out = io.StringIO()
+    status_cli.main(args_for("--status-file", str(status_file), "--log", str(mixed_log), "--json",
+                             module=status_cli), out=out, now=NOW, service="active")
+    runtime_report = json.loads(out.getvalue())["runtime"]
+    assert (runtime_report["log_pending"], runtime_report["log_dropped"]) == (7, 2)
 
 
 def test_status_without_sorter_or_log(tmp_path):
@@ -375,3 +391,18 @@ def test_append_after_a_torn_last_line_loses_no_record(tmp_path):
         sortlog.append(event(3))
     assert [r["item"] for r in read_records(log_path)] == [1, 3]
     assert log_path.read_bytes().endswith(b"\n")
+
+
+def test_a_full_queue_drops_the_oldest_records_and_says_so_once_a_minute(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    clock_s = [0.0]
+    sort_log = SortLog(tmp_path / "a-file" / "sort.jsonl", max_pending=3, clock=lambda: clock_s[0])  # unwritable
+    with caplog.at_level(logging.ERROR, logger="device.sortlog"):
+        for i in range(1, 11):
+            assert sort_log.append(event(i)) is False
+            clock_s[0] += 10  # items 5 and 11 s apart: the second "queue full" line comes at 60 s
+    assert sort_log.dropped == 7 and sort_log.pending == 3
+    assert [json.loads(line)["item"] for line in sort_log.unwritten()] == [8, 9, 10]
+    full = [r.getMessage() for r in caplog.records if "queue full" in r.getMessage()]
+    assert full == ["sort log queue full (3 records): the oldest waiting records are lost, 1 so far",
+                    "sort log queue full (3 records): the oldest waiting records are lost, 7 so far"]

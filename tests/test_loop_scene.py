@@ -128,6 +128,28 @@ def test_max_items_stops_early(scene, config_path, colour_model_path, tmp_path, 
     assert [r["item"] for r in read_records(log_path)] == [1, 2]
 
 
+def test_max_items_on_a_clock_lets_the_last_hold_run_its_full_time(scene, config_path, colour_model_path, tmp_path):
+    """A live run that stops at --max-items waits out the last bin's 800 ms hold before every
+    actuator goes safe (it used to go home at once). The clock only moves when the loop sleeps."""
+    config = load_config(config_path)
+    now_s, slept = [0.0], []
+
+    with open_camera(str(scene[0])) as camera, \
+            BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
+            SortLog(tmp_path / "sort.jsonl") as sortlog:
+        def sleep(seconds: float) -> None:
+            slept.append((seconds, actuators.devices["diverter"].angle))
+            now_s[0] += seconds
+
+        sorter = Sorter(config, camera=camera, classifier=Classifier(colour_model_path), actuators=actuators,
+                        sortlog=sortlog, clock=lambda: now_s[0], sleep=sleep)
+        sorter.run(max_items=1)
+        assert actuators.devices["diverter"].angle == pytest.approx(0, abs=0.5) and not actuators.busy
+    assert [r["bin"] for r in read_records(tmp_path / "sort.jsonl")] == ["paper"]
+    assert sum(s for s, _ in slept) == pytest.approx(0.8)
+    assert all(angle == pytest.approx(-60, abs=0.5) for _, angle in slept)  # out for the whole wait
+
+
 def test_an_item_that_never_stops_moving_is_decided_once_after_max_settle(config_path, colour_model_path, tmp_path):
     config = load_config(config_path)
     board = make_board(seed=2)

@@ -7,18 +7,25 @@ onnxruntime; the command is device.cli.main, as the console script runs it.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
 from onnx import TensorProto, helper
 
-from conftest import COLOUR_CLASSES, colour_contract, colour_model
+from device.actuators import BinActuators
 from device.classifier import Classifier, manifest_path_for, sha256_bytes
 from device.cli import main as cli_main
+from device.demo_scene import make_board
 from device.errors import ModelError
+from device.loop import Sorter
+from device.sortlog import SortLog, read_records
 from export.package import save_model
+
+from conftest import COLOUR_CLASSES, RED, colour_contract, colour_model, item_on
 
 
 def write_with_manifest(path: Path, data: bytes) -> Path:
@@ -109,6 +116,48 @@ CASES = [
     (rank3_output, "output shape ['N', 1, 3] is not [N, 3]"),
 ]
 IDS = [make.__name__ for make, _ in CASES]
+
+
+def fails_while_running(tmp_path: Path) -> Path:
+    """A model that loads (shapes are symbolic) but whose Reshape to [2, 3] fails on a batch of one."""
+    model = colour_model()
+    graph = model.graph
+    graph.initializer.append(helper.make_tensor("two_rows", TensorProto.INT64, [2], [2, 3]))
+    graph.node.append(helper.make_node("Reshape", ["logits", "two_rows"], ["score"]))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 3]))
+    path = tmp_path / "model.onnx"
+    save_model(model, path, colour_contract())
+    return path
+
+
+def test_a_model_that_fails_while_running_is_a_one_line_model_error(tmp_path):
+    path = fails_while_running(tmp_path)
+    with Classifier(path) as classifier:
+        with pytest.raises(ModelError) as info:
+            classifier.classify([np.full((48, 64, 3), 200, np.uint8)])
+    message = str(info.value)
+    assert message.startswith(f"{path}: inference failed (") and "\n" not in message
+    assert info.value.exit_code == 79
+
+
+def test_an_item_the_classifier_fails_on_goes_to_the_fallback_bin_and_sorting_goes_on(scene_config, tmp_path,
+                                                                                      caplog):
+    board = make_board(seed=3)
+    frames = ([board] * 15 + [item_on(board, RED)] * 20 + [board] * 10) * 2
+    with BinActuators(scene_config.actuators, scene_config.bins,
+                      pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
+            SortLog(tmp_path / "sort.jsonl") as sortlog, \
+            caplog.at_level(logging.ERROR, logger="device.loop"):
+        sorter = Sorter(scene_config, camera=None, classifier=Classifier(fails_while_running(tmp_path)),
+                        actuators=actuators, sortlog=sortlog)
+        for index, image in enumerate(frames):
+            sorter.step(image, index / 10)
+    records = list(read_records(tmp_path / "sort.jsonl"))
+    assert [(r["item"], r["bin"], r["reason"], r["label"]) for r in records] == [
+        (1, "landfill", "classifier failed", ""), (2, "landfill", "classifier failed", "")]
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 2 and errors[0].startswith("item 1 not classified: ") and "inference failed" in errors[0]
 
 
 @pytest.fixture(scope="module")

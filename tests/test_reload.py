@@ -21,6 +21,7 @@ from device.actuators import BinActuators
 from device.camera_opencv import VideoFileCamera
 from device.classifier import Classifier
 from device.config import load_config
+from device.errors import CameraError
 from device.demo_scene import SceneItem, Timing, make_board, render
 from device.gate import GateThresholds, board_stats
 from device.loop import Sorter
@@ -46,7 +47,7 @@ def scene(tmp_path_factory) -> Path:
     return path
 
 
-def replay(scene, tmp_path, model_path, on_frame):
+def replay(scene, tmp_path, model_path, on_frame, camera_class=VideoFileCamera):
     """Step through the scene with calibration cal-1; ``on_frame(sorter, cal_path)`` after every frame.
     Returns (sorter, per-frame (state, calibration id, records so far), records)."""
     config_path = tmp_path / "config.toml"
@@ -56,7 +57,7 @@ def replay(scene, tmp_path, model_path, on_frame):
     log_path = tmp_path / "sort.jsonl"
     timeline = []
     with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as act, \
-            SortLog(log_path) as sortlog, VideoFileCamera(scene) as camera:
+            SortLog(log_path) as sortlog, camera_class(scene) as camera:
         sorter = Sorter(config, camera=camera, classifier=Classifier(model_path), actuators=act, sortlog=sortlog,
                         calibration=load_with_board(cal_path),
                         calibration_loader=lambda: load_with_board(cal_path))
@@ -136,3 +137,33 @@ def test_invalid_calibration_on_reload_keeps_the_last_good_one(scene, tmp_path, 
     assert len(errors) == 1
     assert errors[0].startswith("calibration reload rejected, keeping cal-2: ") and expected in errors[0]
     assert "\n" not in errors[0]
+
+
+class CameraThatRefusesNewControls(VideoFileCamera):
+    """A recording with exposure controls (an AdjustableCamera): it takes the first calibration's
+    and refuses every later set, as a camera that failed meanwhile does."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.applied = []
+
+    def set_controls(self, controls) -> None:
+        if self.applied:
+            raise CameraError("picamera2: exposure controls not applied (device busy)")
+        self.applied.append(controls)
+
+
+def test_a_camera_that_refuses_the_new_controls_keeps_the_whole_last_calibration(scene, tmp_path,
+                                                                                  colour_model_path, caplog):
+    hook = request_during_item(1, lambda p: save_calibration(p, calibration("cal-2", GATE_2), BOARD))
+    with caplog.at_level(logging.INFO, logger="device.loop"):
+        sorter, timeline, records = replay(scene, tmp_path, colour_model_path, hook,
+                                           camera_class=CameraThatRefusesNewControls)
+
+    assert hook.done and len(sorter.camera.applied) == 1
+    assert [(r["bin"], r["calibration_id"]) for r in records] == [("paper", "cal-1"), ("glass", "cal-1"),
+                                                                  ("metal", "cal-1")]
+    assert sorter.gate.thresholds == GATE_1  # not half applied: the old gate with the old controls
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["calibration reload rejected, keeping cal-1: picamera2: exposure controls not applied "
+                      "(device busy)"]

@@ -132,3 +132,14 @@ def test_records_the_log_could_not_take_reach_the_journal_at_the_end(
     assert code == 75
     assert [(r["item"], r["bin"]) for r in journaled_records(caplog)] == [(1, "paper"), (2, "metal")]
 
+
+
+@pytest.mark.parametrize("option, expected", [
+    (["--max-items", "0"], "--max-items must be at least 1"),
+    (["--source", "picamera2:x"], "--source: camera source 'picamera2:x': expected picamera2, picamera2:N or "
+                                  "opencv:N (N a camera number)"),
+])
+def test_a_bad_option_is_a_one_line_usage_error(config_path, colour_model_path, capsys, option, expected):
+    code = cli_main(["run", "--config", str(config_path), "--model", str(colour_model_path)] + option)
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"waste-sorter run: error: {expected}"

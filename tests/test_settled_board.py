@@ -165,3 +165,68 @@ def test_a_live_hold_lasts_its_full_time_from_the_moment_the_actuator_moves(scen
     out = [i for i in seen if angle_at[i] == pytest.approx(-60, abs=0.5)]
     home = [i for i in seen if angle_at[i] == pytest.approx(0, abs=0.5)]
     assert max(out) == decided + 12 and min(home) == decided + 13  # 0.8 s from the move at +0.5 s
+
+
+def test_the_frame_that_settles_an_item_is_classified_even_with_settle_s_0(scene_config, colour_model_path,
+                                                                          tmp_path):
+    """With settle_s = 0 an item settles on its first still frame: that frame is what it is judged
+    on (it used to be dropped, sending every item to the fallback bin)."""
+    config = replace(scene_config, presence=replace(scene_config.presence, settle_s=0.0))
+    board = make_board(seed=3)
+    frames = [board] * 15 + [item_on(board, RED)] * 20 + [board] * 10
+    records = run_frames(config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    assert len(records) == 1
+    assert (records[0]["label"], records[0]["bin"], records[0]["frames_used"]) == ("cardboard", "paper", 1)
+
+
+def test_the_settling_frame_counts_among_the_still_frames(scene_config, colour_model_path, tmp_path):
+    """settle_s = 0.5 s at 10 fps: the still run is the frames at +0.0 .. +0.5 s, six of them."""
+    config = replace(scene_config, model=replace(scene_config.model, frames_per_item=30))
+    board = make_board(seed=3)
+    frames = [board] * 15 + [item_on(board, RED)] * 20 + [board] * 10
+    records = run_frames(config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    assert [(r["bin"], r["frames_used"]) for r in records] == [("paper", 6)]
+
+
+def test_an_item_seen_only_while_moving_names_its_rejected_still_frames(scene_config, colour_model_path, tmp_path):
+    """Accepted frames while the item slid in, then every still frame blown out: the reason says
+    so, instead of claiming that all frames were rejected."""
+    board = make_board(seed=3)
+    sliding = []
+    for dx in range(0, 100, 20):  # five accepted frames of a moving item
+        image = board.copy()
+        cv2.rectangle(image, (100 + dx, 110), (260 + dx, 270), RED, -1)
+        sliding.append(image)
+    white = np.full_like(board, 255)
+    frames = [board] * 15 + sliding + [white] * 12 + [board] * 10
+    records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    assert len(records) == 1
+    assert records[0]["bin"] == "landfill" and records[0]["frames_used"] == 0
+    assert records[0]["reason"].startswith("all still frames rejected (overexposed x")
+
+
+def test_frames_of_another_size_are_rejected_with_one_warning(scene_config, colour_model_path, tmp_path, caplog):
+    """The board is learned from 512x384 frames; a camera that then delivers 256x192 (a USB camera
+    ignoring the requested size) gets every such frame rejected as bad_shape, warned about once,
+    and nothing is compared against a squashed board."""
+    board = make_board(seed=3)
+    small = cv2.resize(item_on(board, RED), (256, 192))
+    frames = [board] * 15 + [small] * 20 + [item_on(board, RED)] * 20 + [board] * 10
+    with caplog.at_level(logging.WARNING, logger="device.loop"):
+        records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+    warnings = [r.getMessage() for r in caplog.records if "unusable frame" in r.getMessage()]
+    assert len(warnings) == 1 and "bad_shape" in warnings[0] and "frames must be 512x384" in warnings[0]
+    assert [(r["item"], r["bin"]) for r in records] == [(1, "paper")]  # only the full-size item
+    assert records[0]["source_time"] > 3.5
+
+
+def test_routing_mistakes_are_warned_about_at_start(scene_config, colour_model_path, tmp_path, caplog):
+    """A class name the model does not have (a typo) and a bin nothing is routed to."""
+    routing = replace(scene_config.routing, classes={"cardboard": "paper", "glas": "paper", "metal": "metal"})
+    config = replace(scene_config, routing=routing)
+    with caplog.at_level(logging.WARNING, logger="device.loop"):
+        run_frames(config, colour_model_path, tmp_path / "sort.jsonl", [])
+    assert [r.getMessage() for r in caplog.records] == [
+        "classes without a bin go to the fallback bin: glass",
+        "routing.classes.glas: the model has no class 'glas' (it has cardboard, glass, metal)",
+        "bins.glass: no class is routed to it (routing.classes)"]
