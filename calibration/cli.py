@@ -42,9 +42,9 @@ from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, s
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
 from calibration.reload import UNIT, reload_sorter
 from calibration.simcam import SimulatedCamera, parse_sim_source
-from calibration.schema import Calibration, ExposureTarget
-from device.camera import AdjustableCamera, ExposureControls, open_camera
-from device.config import load_config
+from calibration.schema import CONTROL_RANGES, Calibration, ExposureTarget
+from device.camera import AdjustableCamera, ExposureControls, device_source, open_camera
+from device.config import RANGES, load_config
 from device.errors import CalibrationError, UsageError
 
 log = logging.getLogger(__name__)
@@ -126,16 +126,28 @@ def _validate(args: argparse.Namespace) -> None:
               (1 <= args.frames <= 1000, "--frames must be in 1..1000"),
               (1 <= args.max_steps <= 100, "--max-steps must be in 1..100"),
               (100 <= args.max_exposure_us <= 10_000_000, "--max-exposure-us must be in 100..10000000"),
-              (1 <= args.max_gain <= 64, "--max-gain must be in 1..64"),
-              (args.width is None or 64 <= args.width <= 4096, "--width must be in 64..4096"),
-              (args.height is None or 48 <= args.height <= 4096, "--height must be in 48..4096"),
-              (args.exposure_us is None or 1 <= args.exposure_us <= 10_000_000, "--exposure-us must be in 1..10000000"),
-              (args.gain is None or 1 <= args.gain <= 64, "--gain must be in 1..64"),
-              (args.colour_gains is None or all(0.05 <= g <= 32 for g in args.colour_gains),
-               "--colour-gains must each be in 0.05..32")]
+              (1 <= args.max_gain <= 64, "--max-gain must be in 1..64")]
+    ranges = {"--width": (args.width, RANGES["camera.width"]), "--height": (args.height, RANGES["camera.height"]),
+              "--exposure-us": (args.exposure_us, CONTROL_RANGES["exposure_us"]),
+              "--gain": (args.gain, CONTROL_RANGES["analogue_gain"])}
+    checks += [(value is None or lo <= value <= hi, f"{option} must be in {_plain(lo)}..{_plain(hi)}")
+               for option, (value, (lo, hi)) in ranges.items()]
+    lo, hi = CONTROL_RANGES["colour_gains"]
+    checks.append((args.colour_gains is None or all(lo <= g <= hi for g in args.colour_gains),
+                   f"--colour-gains must each be in {_plain(lo)}..{_plain(hi)}"))
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    if args.source:
+        try:
+            device_source(args.source)
+        except ValueError as exc:
+            raise UsageError(f"--source: {exc}") from None
+
+
+def _plain(value: float) -> str:
+    """10000000 and 1.0 as written in a range message (not 1e+07, 1.0)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -319,7 +331,11 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
         if not frames:
             _say(f"   the item could not be classified: {item.no_frame_reason()}; check the light")
             return
-        prediction = classifier.classify(frames)
+        try:
+            prediction = classifier.classify(frames)
+        except ModelError as exc:
+            _say(f"   the model failed on the item: {exc}")
+            return
         top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
         _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)"
              + ("" if decision == "settled" else ", although it never lay still"))

@@ -49,6 +49,11 @@ from device.gate import GRID, THRESHOLD_RANGES, BoardStats, GateThresholds
 
 SCHEMA = 1
 MAX_FILE_BYTES = 1_000_000
+#: Allowed ranges (inclusive) of the camera controls a calibration holds (the calibrate command's
+#: options are checked against them too).
+CONTROL_RANGES: dict[str, tuple[float, float]] = {
+    "exposure_us": (1, 10_000_000), "analogue_gain": (1.0, 64.0), "colour_gains": (0.05, 32.0),
+}
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _PNG_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}\.png$")
 
@@ -183,9 +188,9 @@ def parse_calibration(raw: Any) -> Calibration:
         created_utc=created,
         source=_str(top["source"], "source"),
         exposure_searched=searched,
-        exposure_us=_num(top["exposure_us"], "exposure_us", 1, 10_000_000, integer=True),
-        analogue_gain=_num(top["analogue_gain"], "analogue_gain", 1.0, 64.0),
-        colour_gains=tuple(_num(v, f"colour_gains[{i}]", 0.05, 32.0)
+        exposure_us=_num(top["exposure_us"], "exposure_us", *CONTROL_RANGES["exposure_us"], integer=True),
+        analogue_gain=_num(top["analogue_gain"], "analogue_gain", *CONTROL_RANGES["analogue_gain"]),
+        colour_gains=tuple(_num(v, f"colour_gains[{i}]", *CONTROL_RANGES["colour_gains"])
                            for i, v in enumerate(_list(top["colour_gains"], "colour_gains", 2))),
         target=ExposureTarget(_num(t["median_luma"], "target.median_luma", 1, 254),
                               _num(t["tolerance"], "target.tolerance", 0.5, 100),

@@ -143,8 +143,8 @@ class BinActuators:
         for name in list(self.devices):
             try:
                 self._make_safe(name)
-            except Exception:  # a closed device must not stop the others going safe
-                log.exception("actuator %s: could not go to its safe state", name)
+            except Exception as exc:  # a closed device must not stop the others going safe
+                log.error("actuator %s: could not go to its safe state (%s)", name, first_line(exc))
         self._active.clear()
 
     def close(self) -> None:

@@ -91,8 +91,8 @@ _DEVICE_SOURCE = re.compile(r"^(picamera2)(?::(\d{1,3}))?$|^(opencv):(\d{1,3})$"
 def device_source(source: str) -> tuple[str, int] | None:
     """("picamera2" | "opencv", camera number) for a camera device, None for a file or folder
     path; ValueError (a one-line reason) for a malformed device name such as ``picamera2:x``."""
-    if not (source.startswith("picamera2") or source.startswith("opencv:")):
-        return None
+    if not (source == "picamera2" or source.startswith(("picamera2:", "opencv:"))):
+        return None  # a path, even one named picamera2.mp4
     match = _DEVICE_SOURCE.match(source)
     if match is None:
         raise ValueError(f"camera source {source!r}: expected picamera2, picamera2:N or opencv:N (N a camera number)")

@@ -112,7 +112,7 @@ RANGES: dict[str, tuple[float, float]] = {
     **{f"gate.{name}": bounds for name, bounds in THRESHOLD_RANGES.items()},
     "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
     "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
-    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.1, 30), "presence.max_settle_s": (0.1, 120),
+    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
     "presence.clear_s": (0.0, 30), "presence.learn_s": (0.0, 60), "presence.adapt_rate": (0, 1),
     "presence.stuck_warn_s": (0, 3600),
     "routing.min_confidence": (0, 1),
@@ -242,6 +242,20 @@ def _check_references(config: Config) -> None:
     for label, bin_name in config.routing.classes.items():
         if bin_name not in config.bins:
             raise ConfigError(f"routing.classes.{label}: no bin named {bin_name!r}")
+
+
+def routing_problems(config: Config, classes: tuple[str, ...]) -> list[str]:
+    """What looks wrong in routing the model's ``classes`` (warnings: the sorter still runs)."""
+    problems = []
+    unrouted = [c for c in classes if c not in config.routing.classes]
+    if unrouted:
+        problems.append(f"classes without a bin go to the fallback bin: {', '.join(unrouted)}")
+    for label in sorted(set(config.routing.classes) - set(classes)):
+        problems.append(f"routing.classes.{label}: the model has no class {label!r} (it has {', '.join(classes)})")
+    routed = set(config.routing.classes.values()) | {config.routing.fallback_bin}
+    for bin_name in sorted(set(config.bins) - routed):
+        problems.append(f"bins.{bin_name}: no class is routed to it (routing.classes)")
+    return problems
 
 
 def load_config(path: Path | None) -> Config:

@@ -29,8 +29,8 @@ import numpy as np
 from device.actuators import TIME_TOLERANCE_S, BinActuators
 from device.camera import AdjustableCamera, Camera
 from device.classifier import Classifier
-from device.config import Config
-from device.errors import CalibrationError, CameraError, ModelError
+from device.config import Config, routing_problems
+from device.errors import CalibrationError, CameraError, ConfigError, ModelError
 from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
 from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item
 from device.notify import watchdog_interval_s
@@ -38,6 +38,8 @@ from device.presence import PresenceDetector, State
 from device.sortlog import SortEvent, SortLog, utc_iso
 
 log = logging.getLogger(__name__)
+
+MAX_MODEL_FAILURES_IN_A_ROW = 3  # then the run ends with ModelError (exit 79)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Sorter:
         self.presence = PresenceDetector(config.presence)
         self.calibration = None
         self.calibration_id = ""
+        self._frame_hw: tuple[tuple[int, int], str] | None = None  # (height, width), where it came from
         if calibration is not None:
             self.apply_calibration(*calibration)
         self.summary = RunSummary()
@@ -94,15 +97,9 @@ class Sorter:
         self._sorted: tuple[int, str, float] | None = None  # (item, bin, source time s) awaiting a clear board
         self._stuck = False
         self._warned_reasons: set[str] = set()
-        self._missing_routes = [c for c in classifier.classes if c not in config.routing.classes]
-        if self._missing_routes:
-            log.warning("classes without a bin go to the fallback bin: %s", ", ".join(self._missing_routes))
-        for label in sorted(set(config.routing.classes) - set(classifier.classes)):
-            log.warning("routing.classes.%s: the model has no class %r (it has %s)", label, label,
-                        ", ".join(classifier.classes))
-        routed = set(config.routing.classes.values()) | {config.routing.fallback_bin}
-        for bin_name in sorted(set(config.bins) - routed):
-            log.warning("bins.%s: no class is routed to it (routing.classes)", bin_name)
+        self._model_failures = 0  # items in a row the classifier failed on
+        for problem in routing_problems(config, classifier.classes):
+            log.warning("%s", problem)
 
     # -- calibration -------------------------------------------------------------------
     def apply_calibration(self, calibration, board_image: np.ndarray) -> None:
@@ -110,9 +107,10 @@ class Sorter:
         nothing else has changed then), then its gate and board reference."""
         if isinstance(self.camera, AdjustableCamera):
             self.camera.set_controls(calibration.controls)
-        self.gate = ExposureGate(calibration.gate, calibration.board, expected_hw=board_image.shape[:2])
+        self.gate = ExposureGate(calibration.gate, calibration.board)
         self.presence = PresenceDetector(self.config.presence, reference=board_image)
         self.calibration, self.calibration_id = calibration, calibration.id
+        self._frame_hw = (board_image.shape[:2], f"calibration {calibration.id}'s board reference")
         log.info("calibration %s in use", calibration.id)
 
     def _reload_calibration(self) -> None:
@@ -202,9 +200,7 @@ class Sorter:
         self.summary.frames += 1
         self.summary.source_seconds = t
         self.actuators.update(self._actuator_time_s(t))
-        if self.gate.expected_hw is None and not check_structure(image):
-            # without a calibration, the first good frame fixes the size every later frame must have
-            self.gate = ExposureGate(self.gate.thresholds, self.gate.board, expected_hw=image.shape[:2])
+        self._check_frame_size(image)
         verdict = self.gate.check(image)
         if verdict.stats is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
@@ -222,8 +218,7 @@ class Sorter:
         self.state = "stuck" if self._stuck else update.state.value
         if update.event == "learned":
             self.gate = ExposureGate(self.gate.thresholds, board_stats(self.presence.reference_image,
-                                                                       self.gate.thresholds.saturation_level),
-                                     expected_hw=self.gate.expected_hw)
+                                                                       self.gate.thresholds.saturation_level))
             log.info("empty board learned from the first %.1f s", self.config.presence.learn_s)
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
@@ -241,18 +236,29 @@ class Sorter:
             self._reload_calibration()
         return verdict
 
+    def _check_frame_size(self, image: np.ndarray) -> None:
+        """Every frame must have the board reference's size (the calibration's, else the first
+        frame's): ConfigError otherwise, since comparing it with a squashed board means nothing
+        and every later frame of that camera or recording would be the same."""
+        if check_structure(image):
+            return  # not an image at all: the gate rejects it with a reason
+        hw = image.shape[:2]
+        if self._frame_hw is None:
+            self._frame_hw = (hw, "the first frame")
+        elif hw != self._frame_hw[0]:
+            (h, w), what = self._frame_hw
+            raise ConfigError(f"frames are {hw[1]}x{hw[0]}, but {what} is {w}x{h}: set camera.width and "
+                              f"camera.height to the size the camera delivers (and calibrate at it), or "
+                              f"record at that size")
+
     def _warn_unusable_once(self, image: object, reason: str) -> None:
-        """One WARNING per reason a frame is unusable (a camera delivering the wrong size would
-        otherwise reject every frame with nothing but a counter to show for it)."""
+        """One WARNING per reason a frame is unusable, so a camera that keeps delivering broken
+        frames shows up in the journal, not only as a counter."""
         if reason in self._warned_reasons:
             return
         self._warned_reasons.add(reason)
-        shape = getattr(image, "shape", None)
-        expected = self.gate.expected_hw
-        size = f"; frames must be {expected[1]}x{expected[0]} (the board reference's size)" if expected else ""
-        log.warning("unusable frame (%s, shape %s, dtype %s)%s: such frames are rejected; check the camera "
-                    "(camera.width, camera.height) or recalibrate", reason, shape,
-                    getattr(image, "dtype", type(image).__name__), size)
+        log.warning("unusable frame (%s: shape %s, dtype %s); such frames are rejected", reason,
+                    getattr(image, "shape", None), getattr(image, "dtype", type(image).__name__))
 
     def _check_stuck(self, t: float) -> None:
         number, bin_name, sorted_at_s = self._sorted
@@ -277,15 +283,17 @@ class Sorter:
         routing = self.config.routing
         accepted = item.for_decision(settled, self.config.model.frames_per_item)
         label, confidence, top3 = "", 0.0, ()
-        bin_name, prediction = routing.fallback_bin, None
+        bin_name, prediction, model_error = routing.fallback_bin, None, None
         if not accepted:
             reason = item.no_frame_reason()
         else:
             try:
                 prediction = self.classifier.classify(accepted)
+                self._model_failures = 0
             except ModelError as exc:  # the item still goes somewhere: the fallback bin
                 log.error("item %d not classified: %s", item.number, exc)
-                reason = "classifier failed"
+                reason, model_error = "classifier failed", exc
+                self._model_failures += 1
         if prediction is not None:
             label, confidence, top3 = prediction.label, prediction.confidence, prediction.top3
             bin_name = routing.classes.get(label, routing.fallback_bin)
@@ -312,3 +320,6 @@ class Sorter:
         self.summary.latencies_ms.append(latency_ms)
         log.info("item %d at %.2f s: %s (%.2f) -> %s%s", item.number, t, label or "-", confidence,
                  bin_name, f" [{reason}]" if reason else "")
+        if self._model_failures >= MAX_MODEL_FAILURES_IN_A_ROW:  # not a bad item: a broken model
+            raise ModelError(f"the classifier failed on {self._model_failures} items in a row; "
+                             f"the last: {model_error}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from device.actuators import BinActuators, resolve_pin_factory
 from device.camera import device_source, open_camera
 from device.classifier import Classifier
-from device.config import Config, load_config
+from device.config import Config, load_config, routing_problems
 from device.errors import CalibrationError, UsageError
 from calibration.store import load_with_board
 from device.loop import Sorter
@@ -87,11 +87,11 @@ def main(args) -> int:
     elif calibration_path:
         calibration = load_calibration_for(calibration_path, size)
     classifier = Classifier(config.model.path or None, threads=config.model.threads)
-    unrouted = [c for c in classifier.classes if c not in config.routing.classes]
     if args.check_config:
         print(f"config OK; model {classifier.path.name} ({classifier.sha256[:12]}, classes "
-              f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}"
-              + (f"; to fallback bin: {', '.join(unrouted)}" if unrouted else ""))
+              f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}")
+        for problem in routing_problems(config, classifier.classes):
+            print(f"warning: {problem}")
         return 0
     status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
     controls = calibration[0].controls if calibration else None

@@ -20,7 +20,7 @@ def test_a_servo_on_a_pin_without_pwm_is_a_config_error_naming_the_pin(scene_con
     assert err.value.exit_code == 78
 
 
-def test_gpio_failing_while_sorting_is_an_actuator_error_naming_the_actuator(scene_config):
+def test_gpio_failing_while_sorting_is_an_actuator_error_naming_the_actuator(scene_config, caplog):
     """A device that can no longer be driven (here: closed under the loop) fails as ActuatorError
     (exit 69, a restart may fix it), both when moving and when going back to safe."""
     factory = MockFactory(pin_class=MockPWMPin)
@@ -33,3 +33,8 @@ def test_gpio_failing_while_sorting_is_an_actuator_error_naming_the_actuator(sce
         actuators.devices["diverter"].close()
         with pytest.raises(ActuatorError, match=r"^actuators\.diverter: could not return to its safe state \("):
             actuators.update(0.8)
+    # closing went safe_all(): one line per device that could not go safe, no traceback
+    failed = [r for r in caplog.records if "could not go to its safe state" in r.getMessage()]
+    assert [r.getMessage().split(" (")[0] for r in failed] == ["actuator diverter: could not go to its safe state",
+                                                               "actuator flap: could not go to its safe state"]
+    assert not any(r.exc_info for r in caplog.records)

@@ -167,6 +167,8 @@ def test_reload_failure_gives_the_command(tmp_path, monkeypatch):
     (["--width", "-5"], "--width must be in 64..4096"),
     (["--exposure-us", "0"], "--exposure-us must be in 1..10000000"),
     (["--colour-gains", "1.5", "99"], "--colour-gains must each be in 0.05..32"),
+    (["--source", "picamera2:x"], "--source: camera source 'picamera2:x': expected picamera2, picamera2:N or "
+                                  "opencv:N (N a camera number)"),
 ])
 def test_bad_arguments_are_one_line_usage_errors(tmp_path, capsys, option, message):
     assert waste_sorter(["calibrate", "--out", str(tmp_path / "c.json"), "--source", "sim", "--yes", *option]) == 2

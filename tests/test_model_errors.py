@@ -141,23 +141,33 @@ def test_a_model_that_fails_while_running_is_a_one_line_model_error(tmp_path):
     assert info.value.exit_code == 79
 
 
-def test_an_item_the_classifier_fails_on_goes_to_the_fallback_bin_and_sorting_goes_on(scene_config, tmp_path,
-                                                                                      caplog):
+def test_items_the_classifier_fails_on_go_to_the_fallback_bin_until_three_in_a_row_end_the_run(
+        scene_config, tmp_path, caplog):
+    """One failure is an item's: it goes to the fallback bin and sorting goes on. The third in
+    a row is the model's: that item is still routed and logged, then the run ends (exit 79)."""
     board = make_board(seed=3)
-    frames = ([board] * 15 + [item_on(board, RED)] * 20 + [board] * 10) * 2
+    frames = ([board] * 15 + [item_on(board, RED)] * 20 + [board] * 10) * 4
+    steps = 0
     with BinActuators(scene_config.actuators, scene_config.bins,
                       pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
             SortLog(tmp_path / "sort.jsonl") as sortlog, \
             caplog.at_level(logging.ERROR, logger="device.loop"):
         sorter = Sorter(scene_config, camera=None, classifier=Classifier(fails_while_running(tmp_path)),
                         actuators=actuators, sortlog=sortlog)
-        for index, image in enumerate(frames):
-            sorter.step(image, index / 10)
+        with pytest.raises(ModelError) as info:
+            for index, image in enumerate(frames):
+                steps += 1
+                sorter.step(image, index / 10)
+        assert actuators.devices["diverter"].angle == pytest.approx(60, abs=0.5)  # item 3 went to landfill
     records = list(read_records(tmp_path / "sort.jsonl"))
     assert [(r["item"], r["bin"], r["reason"], r["label"]) for r in records] == [
-        (1, "landfill", "classifier failed", ""), (2, "landfill", "classifier failed", "")]
+        (i, "landfill", "classifier failed", "") for i in (1, 2, 3)]
+    assert steps < 3 * 45  # ended on item 3, not after the fourth
     errors = [r.getMessage() for r in caplog.records]
-    assert len(errors) == 2 and errors[0].startswith("item 1 not classified: ") and "inference failed" in errors[0]
+    assert len(errors) == 3 and errors[0].startswith("item 1 not classified: ") and "inference failed" in errors[0]
+    message = str(info.value)
+    assert message.startswith("the classifier failed on 3 items in a row; the last: ") and "\n" not in message
+    assert info.value.exit_code == 79
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +259,19 @@ def test_check_config_ok(tmp_path, colour_model_path, capsys, monkeypatch):
     assert code == 0 and err == ""
     assert out.startswith("config OK; model colour.onnx (")
     assert "classes cardboard, glass, metal" in out and "calibration none" in out
+    assert "warning" not in out
+
+
+def test_check_config_shows_routing_mistakes(tmp_path, colour_model_path, capsys, monkeypatch):
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    config = tmp_path / "config.toml"
+    config.write_text(GOOD_CONFIG.replace('glass = "glass"', 'glas = "containers"'))
+    code, out, err = run_cli(capsys, "--check-config", "--config", config, "--model", colour_model_path)
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        "warning: classes without a bin go to the fallback bin: glass",
+        "warning: routing.classes.glas: the model has no class 'glas' (it has cardboard, glass, metal)",
+        "warning: bins.glass: no class is routed to it (routing.classes)"]
 
 
 def test_check_config_catches_a_bad_model(tmp_path, capsys):

@@ -18,11 +18,14 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from device.actuators import BinActuators
 from device.classifier import Classifier
 from device.demo_scene import make_board
+from device.errors import ConfigError
+from device.gate import board_stats
 from device.loop import Sorter
 from device.notify import Notifier
 from device.sortlog import SortLog, read_records
 
 from conftest import BLUE, GREEN, RED, bind_notify_socket, item_on, received
+from test_calibration_store import make_calibration
 
 FPS = 10
 
@@ -205,19 +208,28 @@ def test_an_item_seen_only_while_moving_names_its_rejected_still_frames(scene_co
     assert records[0]["reason"].startswith("all still frames rejected (overexposed x")
 
 
-def test_frames_of_another_size_are_rejected_with_one_warning(scene_config, colour_model_path, tmp_path, caplog):
+def test_frames_of_another_size_than_the_learned_board_end_the_run_with_a_config_error(scene_config,
+                                                                                     colour_model_path, tmp_path):
     """The board is learned from 512x384 frames; a camera that then delivers 256x192 (a USB camera
-    ignoring the requested size) gets every such frame rejected as bad_shape, warned about once,
-    and nothing is compared against a squashed board."""
+    ignoring the requested size) cannot be compared with it: one clear error, not a squashed board."""
     board = make_board(seed=3)
-    small = cv2.resize(item_on(board, RED), (256, 192))
-    frames = [board] * 15 + [small] * 20 + [item_on(board, RED)] * 20 + [board] * 10
-    with caplog.at_level(logging.WARNING, logger="device.loop"):
-        records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
-    warnings = [r.getMessage() for r in caplog.records if "unusable frame" in r.getMessage()]
-    assert len(warnings) == 1 and "bad_shape" in warnings[0] and "frames must be 512x384" in warnings[0]
-    assert [(r["item"], r["bin"]) for r in records] == [(1, "paper")]  # only the full-size item
-    assert records[0]["source_time"] > 3.5
+    frames = [board] * 15 + [cv2.resize(item_on(board, RED), (256, 192))] * 5
+    with pytest.raises(ConfigError, match=r"^frames are 256x192, but the first frame is 512x384: set camera\.width"):
+        run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+
+
+def test_frames_of_another_size_than_the_calibration_end_the_run_with_a_config_error(scene_config,
+                                                                                    colour_model_path, tmp_path):
+    board = make_board(seed=3)
+    calibration = replace(make_calibration("cal-9"), image_size=(512, 384), board=board_stats(board))
+    with BinActuators(scene_config.actuators, scene_config.bins,
+                      pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
+            SortLog(tmp_path / "sort.jsonl") as sortlog:
+        sorter = Sorter(scene_config, camera=None, classifier=Classifier(colour_model_path), actuators=actuators,
+                        sortlog=sortlog, calibration=(calibration, board))
+        with pytest.raises(ConfigError, match=r"^frames are 640x480, but calibration cal-9's board reference "
+                                              r"is 512x384"):
+            sorter.step(cv2.resize(board, (640, 480)), 0.0)
 
 
 def test_routing_mistakes_are_warned_about_at_start(scene_config, colour_model_path, tmp_path, caplog):
