@@ -53,7 +53,7 @@ class Picamera2Camera(CameraBase):
             self._cam.configure(config)
             self._cam.start()
             if controls is not None:
-                self.set_controls(controls)
+                self._apply_controls(controls)
         except Exception as exc:
             self._close_quietly()
             raise CameraError(f"picamera2:{index}: camera could not be started ({first_line(exc)})") from exc
@@ -70,15 +70,18 @@ class Picamera2Camera(CameraBase):
         """Apply manual exposure; the sensor applies them a few frames later (see metadata).
         CameraError when the camera refuses them."""
         try:
-            self._cam.set_controls({
-                "AeEnable": False,
-                "AwbEnable": False,
-                "ExposureTime": int(controls.exposure_us),
-                "AnalogueGain": float(controls.analogue_gain),
-                "ColourGains": tuple(float(g) for g in controls.colour_gains),
-            })
+            self._apply_controls(controls)
         except Exception as exc:
             raise CameraError(f"picamera2: exposure controls not applied ({first_line(exc)})") from exc
+
+    def _apply_controls(self, controls: ExposureControls) -> None:
+        self._cam.set_controls({
+            "AeEnable": False,
+            "AwbEnable": False,
+            "ExposureTime": int(controls.exposure_us),
+            "AnalogueGain": float(controls.analogue_gain),
+            "ColourGains": tuple(float(g) for g in controls.colour_gains),
+        })
 
     def capture(self) -> Frame:
         deadline = time.monotonic() + self.timeout_s

@@ -116,3 +116,15 @@ def test_failed_open_and_a_good_start(fake_picamera2):
     with open_camera("picamera2", controls=CONTROLS):
         assert picamera2.CALLS == ["open", "configure", "start", "set_controls"]
     assert picamera2.CALLS[-2:] == ["stop", "close"]
+
+
+def test_controls_refused_by_a_running_camera_are_a_one_line_camera_error(fake_picamera2):
+    """What a calibration reload meets (the loop keeps its last calibration on this error)."""
+    fake_picamera2(FAKE + "FAIL_AT = None\n")
+    import picamera2
+
+    with open_camera("picamera2", controls=CONTROLS) as camera:
+        picamera2.FAIL_AT = "set_controls"
+        with pytest.raises(CameraError) as info:
+            camera.set_controls(CONTROLS)
+    assert str(info.value) == "picamera2: exposure controls not applied (libcamera: set_controls failed)"

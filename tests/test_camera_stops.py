@@ -65,7 +65,7 @@ def config(scene_config):
 
 @pytest.mark.parametrize("source, expected", [
     ("opencv:99", "opencv:99: camera could not be opened"),
-    ("opencv:x", "expected opencv:N"),
+    ("opencv:x", "expected picamera2, picamera2:N or opencv:N"),
     ("/nonexistent/scene.mp4", "no such file or folder"),
 ])
 def test_camera_that_cannot_open(source, expected):
