@@ -43,7 +43,7 @@ from calibration.reference import DriftLimits, assess_drift, capture_frames, der
 from calibration.reload import UNIT, reload_sorter
 from calibration.simcam import SimulatedCamera, parse_sim_source
 from calibration.schema import CONTROL_RANGES, Calibration, ExposureTarget
-from device.camera import AdjustableCamera, ExposureControls, device_source, open_camera
+from device.camera import AdjustableCamera, ExposureControls, check_source_option, open_camera
 from device.config import RANGES, load_config
 from device.errors import CalibrationError, UsageError
 
@@ -139,10 +139,7 @@ def _validate(args: argparse.Namespace) -> None:
         if not ok:
             raise UsageError(message)
     if args.source:
-        try:
-            device_source(args.source)
-        except ValueError as exc:
-            raise UsageError(f"--source: {exc}") from None
+        check_source_option(args.source)
 
 
 def _plain(value: float) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from device.errors import CameraError
+from device.errors import CameraError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,14 @@ def device_source(source: str) -> tuple[str, int] | None:
     if match.group(1):
         return "picamera2", int(match.group(2) or 0)
     return "opencv", int(match.group(4))
+
+
+def check_source_option(source: str) -> None:
+    """A ``--source`` given on a command line: UsageError (exit 2) for a malformed device name."""
+    try:
+        device_source(source)
+    except ValueError as exc:
+        raise UsageError(f"--source: {exc}") from None
 
 
 def open_camera(

@@ -31,7 +31,7 @@ from device.camera import AdjustableCamera, Camera
 from device.classifier import Classifier
 from device.config import Config, routing_problems
 from device.errors import CalibrationError, CameraError, ConfigError, ModelError
-from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.gate import ExposureGate, GateVerdict, board_stats
 from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item
 from device.notify import watchdog_interval_s
 from device.presence import PresenceDetector, State
@@ -200,12 +200,12 @@ class Sorter:
         self.summary.frames += 1
         self.summary.source_seconds = t
         self.actuators.update(self._actuator_time_s(t))
-        self._check_frame_size(image)
         verdict = self.gate.check(image)
         if verdict.stats is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
             self._warn_unusable_once(image, verdict.reason)
             return verdict
+        self._check_frame_size(image)
         update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
         if update.event in ("arrived", "departed"):
             if self._stuck:
@@ -237,11 +237,10 @@ class Sorter:
         return verdict
 
     def _check_frame_size(self, image: np.ndarray) -> None:
-        """Every frame must have the board reference's size (the calibration's, else the first
-        frame's): ConfigError otherwise, since comparing it with a squashed board means nothing
-        and every later frame of that camera or recording would be the same."""
-        if check_structure(image):
-            return  # not an image at all: the gate rejects it with a reason
+        """Every image the gate could measure must have the board reference's size (the
+        calibration's, else the first frame's): ConfigError otherwise, since comparing it with a
+        squashed board means nothing and every later frame of that camera or recording would be
+        the same."""
         hw = image.shape[:2]
         if self._frame_hw is None:
             self._frame_hw = (hw, "the first frame")

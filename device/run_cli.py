@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from device.actuators import BinActuators, resolve_pin_factory
-from device.camera import device_source, open_camera
+from device.camera import check_source_option, open_camera
 from device.classifier import Classifier
 from device.config import Config, load_config, routing_problems
 from device.errors import CalibrationError, UsageError
@@ -47,10 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def effective_config(args) -> Config:
     config = load_config(args.config)
     if args.source:
-        try:
-            device_source(args.source)
-        except ValueError as exc:
-            raise UsageError(f"--source: {exc}") from None
+        check_source_option(args.source)
         config = replace(config, camera=replace(config.camera, source=args.source))
     if args.model:
         config = replace(config, model=replace(config.model, path=str(args.model)))
