@@ -7,7 +7,7 @@ VENV ?= .venv
 TRASHNET ?= ../shared/datasets/trashnet
 DEMO := build/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench scenes clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,27 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 
 demo: $(VENV)/.device
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	$(VENV)/bin/waste-sorter demo-scene --photos $(TRASHNET) --out $(DEMO)/scene.mp4 --items 12
+	$(VENV)/bin/waste-sorter demo-scene --photos $(TRASHNET) --split device/model/split.json \
+		--out $(DEMO)/scene.mp4 --items 12 --all-nuisances
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/waste-sorter run --source $(DEMO)/scene.mp4 --log $(DEMO)/sort.jsonl
 	$(VENV)/bin/waste-sorter logs --log $(DEMO)/sort.jsonl --summary
+	$(VENV)/bin/waste-sorter score-scene --truth $(DEMO)/scene.truth.json --log $(DEMO)/sort.jsonl --reference
+
+# The loop measured on long seeded scenes with every nuisance (README, "The loop"): about
+# two minutes per 120-item scene on two x86 cores.
+SCENES := build/scenes
+SEEDS ?= 1 2 3
+scenes: $(VENV)/.device
+	mkdir -p $(SCENES)
+	for seed in $(SEEDS); do \
+		$(VENV)/bin/waste-sorter demo-scene --photos $(TRASHNET) --split device/model/split.json --items 120 \
+			--all-nuisances --seed $$seed --out $(SCENES)/scene-$$seed.mp4 && \
+		rm -f $(SCENES)/sort-$$seed.jsonl && \
+		GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/waste-sorter run --source $(SCENES)/scene-$$seed.mp4 \
+			--log $(SCENES)/sort-$$seed.jsonl > $(SCENES)/run-$$seed.txt 2>&1 && \
+		echo "== seed $$seed" && $(VENV)/bin/waste-sorter score-scene --truth $(SCENES)/scene-$$seed.truth.json \
+			--log $(SCENES)/sort-$$seed.jsonl --reference || exit 1; \
+	done
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest

@@ -109,7 +109,7 @@ def open_source(source: str, size: tuple[int, int], controls: ExposureControls |
 
 def _start_controls(args: argparse.Namespace, out: Path) -> ExposureControls:
     base = DEFAULT_CONTROLS
-    if out.exists():
+    if not store.is_absent(out):
         try:
             base = store.load_calibration(out).controls
         except CalibrationError as exc:
@@ -166,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _history(out: Path) -> int:
-    for path in store.history(out) + ([out] if out.exists() else []):
+    for path in store.history(out) + ([] if store.is_absent(out) else [out]):
         try:
             cal = store.load_calibration(path)
             line = f"{cal.id}  {cal.created_utc}  {cal.exposure_us} us  gain {cal.analogue_gain:.2f}  {cal.source}"
@@ -184,7 +184,7 @@ def _reload(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace, out: Path, source: str, size: tuple[int, int], config: Any) -> int:
-    calibration = store.load_calibration(out)
+    calibration, _board = store.load_for_camera(out, size)  # the sorter's own loader: what it refuses fails here
     limits = DriftLimits(level=args.level_drift, saturated_frac=calibration.target.max_saturated_frac,
                          colour=args.colour_drift)
     with open_source(source, size, calibration.controls, config) as camera:
@@ -291,7 +291,7 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
     from device.classifier import Classifier
     from device.errors import ModelError
     from device.gate import ExposureGate
-    from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item
+    from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item, observe
     from device.presence import PresenceDetector
 
     try:
@@ -300,7 +300,7 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
         _say(f"7. Test item: skipped, the model cannot be loaded: {exc}")
         return
     with classifier:
-        gate = ExposureGate(calibration.gate, calibration.board)
+        gate = ExposureGate(calibration.gate, calibration.board, board_image=board_image)
         presence = PresenceDetector(config.presence, reference=board_image)
         _pause(args, "7. Test item: place one item on the board.")
         item, decision = ItemFrames(), None
@@ -308,13 +308,12 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
             frame = camera.capture()
             if frame is None:
                 break
-            verdict = gate.check(frame.image)
+            verdict, update = observe(gate, presence, frame.image, frame.timestamp_s)
             if not verdict.accepted:
                 _say(f"   frame {frame.index}: rejected ({verdict.reason})")
-            if verdict.stats is None:  # not an image presence can look at
+            if update is None:  # not an image presence can look at
                 continue
-            update = presence.update(frame.image, frame.timestamp_s, overexposed=verdict.reason == "overexposed")
-            if update.event in ("arrived", "departed"):
+            if update.event in ("arrived", "departed", "passed"):
                 item = ItemFrames()
             if belongs_to_item(update):
                 item.add(frame.image, verdict, update)
@@ -335,4 +334,5 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
             return
         top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
         _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)"
-             + ("" if decision == "settled" else ", although it never lay still"))
+             + {"settled": "", "unsettled": ", although it never lay still",
+                "left": ", although it left before it lay still"}[decision])

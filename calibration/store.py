@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -24,8 +25,12 @@ import numpy as np
 from calibration.schema import MAX_FILE_BYTES, Calibration, parse_bytes
 from device import atomic
 from device.errors import CalibrationError
+from device.safe_open import MiB, exists_entry, read_regular, show_path
 
 log = logging.getLogger(__name__)
+
+MAX_BOARD_PNG_BYTES = 64 * MiB  # a 4096x4096 RGB PNG is at most 48 MiB
+MAX_KEPT_BYTES = 16 * MiB  # the largest current file save/rollback copy into history/
 
 HISTORY_DIR = "history"
 KEEP_VERSIONS = 20  # history entries kept; older ones (and their PNGs) are pruned
@@ -35,25 +40,22 @@ _HISTORY_ENTRY = re.compile(r"^(\d{4,})-(.+)\.json$")
 def load_calibration(path: str | Path) -> Calibration:
     """The calibration in ``path``; CalibrationError (one line) for any problem."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise CalibrationError(f"{path}: calibration file does not exist") from None
-    except OSError as exc:
-        raise CalibrationError(f"{path}: calibration file is unreadable ({exc.strerror or exc})") from None
-    return parse_bytes(data, str(path))
+    data = read_regular(path, what="calibration file", error=CalibrationError, limit_bytes=MAX_FILE_BYTES)
+    return parse_bytes(data, show_path(path))
 
 
 def load_board_image(path: str | Path, calibration: Calibration) -> np.ndarray:
     """The empty-board reference (uint8 HxWx3 RGB) of ``calibration`` stored beside ``path``."""
     png = Path(path).parent / calibration.board_reference
+    if not exists_entry(png):
+        raise CalibrationError(f"{show_path(png)}: board reference image is missing")
+    data = read_regular(png, what="board reference image", error=CalibrationError, limit_bytes=MAX_BOARD_PNG_BYTES)
     try:
-        bgr = cv2.imread(str(png), cv2.IMREAD_COLOR) if png.is_file() else None
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     except cv2.error:
         bgr = None
     if bgr is None:
-        raise CalibrationError(f"{png}: board reference image is missing or unreadable")
+        raise CalibrationError(f"{show_path(png)}: board reference image is not a readable PNG")
     _check_board_size(png, bgr, calibration)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -67,9 +69,31 @@ def _check_board_size(where: Path, image: np.ndarray, calibration: Calibration) 
 
 
 def load_with_board(path: str | Path) -> tuple[Calibration, np.ndarray]:
-    """The loader the sorter calls (at start and on SIGHUP): calibration and board image."""
+    """Calibration and board image, both checked (see :func:`load_for_camera` for the sorter's)."""
     calibration = load_calibration(path)
     return calibration, load_board_image(path, calibration)
+
+
+def load_for_camera(path: str | Path, size: tuple[int, int]) -> tuple[Calibration, np.ndarray]:
+    """The one loader of a calibration the sorter is to use: ``waste-sorter run`` (at start and
+    on SIGHUP) and ``calibrate --check`` call it, so a cron check catches every calibration the
+    sorter cannot start with. (calibration, board image); CalibrationError also when it was made
+    for frames of another size than the camera's ``size`` (width, height): its board reference and
+    gate statistics would not describe the frames the sorter sees."""
+    calibration, board = load_with_board(path)
+    if tuple(calibration.image_size) != tuple(size):
+        cw, ch = calibration.image_size
+        raise CalibrationError(f"{show_path(path)}: image_size {cw}x{ch} of calibration {calibration.id} does not "
+                               f"match the camera's {size[0]}x{size[1]} (camera.width, camera.height); "
+                               f"recalibrate or set the camera size")
+    return calibration, board
+
+
+def is_absent(path: str | Path) -> bool:
+    """True only when nothing at all is at ``path`` ("no calibration yet"): a dangling or looping
+    symbolic link, a name too long or a folder in the way is a calibration that is there but
+    broken, and :func:`load_for_camera` says what is wrong with it."""
+    return not exists_entry(path)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -82,6 +106,20 @@ def _id_of(data: bytes, path: Path) -> str:
         return "unreadable"
 
 
+def _current_bytes(path: Path) -> bytes | None:
+    """The file at ``path`` that a save or rollback keeps in history/ before replacing it; None
+    when there is none (nothing there, or a dangling link, which the new file replaces).
+    CalibrationError when it cannot be kept (a FIFO, a folder, a looping link, ...): replacing it
+    would lose it, or block on it."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # read_regular says what is wrong
+    return read_regular(path, what="current calibration file", error=CalibrationError, limit_bytes=MAX_KEPT_BYTES)
+
+
 def _encode(calibration: Calibration) -> bytes:
     data = (json.dumps(calibration.to_dict(), indent=2, allow_nan=False) + "\n").encode()
     parse_bytes(data, f"calibration {calibration.id}")  # never write what could not be read back
@@ -90,7 +128,10 @@ def _encode(calibration: Calibration) -> bytes:
 
 def _history(path: Path) -> list[tuple[int, Path]]:
     folder = path.parent / HISTORY_DIR
-    if not folder.is_dir():
+    try:
+        if not folder.is_dir():
+            return []
+    except OSError:  # a path too long for the file system: it has no history either
         return []
     entries = []
     for entry in folder.iterdir():
@@ -127,9 +168,9 @@ def save_calibration(path: str | Path, calibration: Calibration, board_image: np
         folder.mkdir(parents=True, exist_ok=True)
         atomic.clean_stray_temps(folder)
         atomic.clean_stray_temps(hist)
+        previous = _current_bytes(path)
         _write_png(folder / calibration.board_reference, board_image)
-        if path.exists():
-            previous = path.read_bytes()
+        if previous is not None:
             old_id = _id_of(previous, path)
             entries = _history(path)
             number = entries[-1][0] + 1 if entries else 1
@@ -180,12 +221,13 @@ def rollback(path: str | Path) -> Calibration:
     calibration = load_calibration(previous)
     load_board_image(path, calibration)  # its board PNG must still be there
     hist = path.parent / HISTORY_DIR
+    restored = read_regular(previous, what="calibration file", error=CalibrationError, limit_bytes=MAX_FILE_BYTES)
+    current = _current_bytes(path)
     try:
-        if path.exists():
-            current = path.read_bytes()
+        if current is not None:
             current_id = _id_of(current, path)
             atomic.write_bytes(hist / f"rolled-back-{current_id}.json", current)
-        atomic.write_bytes(path, previous.read_bytes())
+        atomic.write_bytes(path, restored)
         previous.unlink()
         atomic.fsync_dir(hist)
     except OSError as exc:

@@ -44,22 +44,52 @@ def resolve_pin_factory(name: str):
         log.warning("not a Raspberry Pi: GPIO is simulated (gpiozero MockFactory)")
         return MockFactory(pin_class=MockPWMPin)
     factory_name = env if name == "auto" else name
-    try:
-        if factory_name:
-            from importlib.metadata import entry_points
+    shown = repr(factory_name or "default")
+    if factory_name:
+        from importlib.metadata import entry_points
 
-            found = [ep for ep in entry_points(group="gpiozero_pin_factories") if ep.name == factory_name]
-            if not found:
-                raise ConfigError(f"gpio.pin_factory: gpiozero knows no pin factory {factory_name!r}")
-            return found[0].load()()
+        found = [ep for ep in entry_points(group="gpiozero_pin_factories") if ep.name == factory_name]
+        if not found:
+            raise ConfigError(f"gpio.pin_factory: gpiozero knows no pin factory {factory_name!r}")
+        try:
+            start = found[0].load()
+        except ImportError as exc:  # its library is not installed: a restart cannot fix that
+            raise ConfigError(f"gpio.pin_factory: GPIO backend {shown} is not installed "
+                              f"({first_line(exc)})") from None
+    else:
         from gpiozero import Device
 
-        return Device._default_pin_factory()
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"gpio.pin_factory: cannot start GPIO backend {factory_name or 'default'!r} "
-                          f"({exc})") from None
+        start = Device._default_pin_factory
+    try:
+        return start()
+    except Exception as exc:  # noqa: BLE001 - sorted below: GPIO trouble or a bug
+        if not is_gpio_failure(exc):
+            raise
+        # gpiochip busy or not ready yet, no access to /dev/gpiomem, pigpiod not running (and,
+        # for the default backend, gpiozero's "no default pin factory" after all of these):
+        # a start failure, which a restart may well get past
+        raise ActuatorError(f"gpio.pin_factory: cannot start GPIO backend {shown} ({first_line(exc)})") from None
+
+
+#: Top-level modules whose exceptions mean "the GPIO hardware or its driver refused".
+GPIO_LIBRARIES = ("gpiozero", "lgpio", "pigpio", "RPi")
+
+
+def is_gpio_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is GPIO trouble (exit 69, a restart may fix it), not a bug in this code:
+    an OSError, a plain RuntimeError (what RPi.GPIO raises), an error class of a GPIO library,
+    or any error raised inside one (gpiozero's AttributeError on a device closed under it). A
+    TypeError, KeyError, ... raised in this project's code is a bug: it is not turned into an
+    ActuatorError, which systemd would restart as if the hardware had hiccuped."""
+    if isinstance(exc, OSError) or type(exc) is RuntimeError:
+        return True
+    if type(exc).__module__.split(".")[0] in GPIO_LIBRARIES:
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raised_in = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    return raised_in.split(".")[0] in GPIO_LIBRARIES
 
 
 @dataclass
@@ -77,6 +107,7 @@ class BinActuators:
         self.configs = dict(actuators)
         self.devices: dict[str, object] = {}
         self._active: dict[str, _Active] = {}
+        self._stopping = False  # set by safe_all(): nothing moves any more
         name = ""
         try:
             for name, cfg in actuators.items():
@@ -91,13 +122,21 @@ class BinActuators:
         except (PinInvalidPin, PinPWMUnsupported) as exc:  # the configuration names a wrong pin
             self.close()
             raise ConfigError(f"actuators.{name}.pin: {exc}") from None
-        except Exception as exc:  # busy line, driver trouble: a restart may succeed
+        except Exception as exc:  # noqa: BLE001 - busy line, driver trouble: a restart may succeed
             self.close()
-            raise ActuatorError(f"actuators.{name}: cannot set up GPIO ({exc})") from None
+            if not is_gpio_failure(exc):  # a bug stays a bug (a traceback), not a restartable 69
+                raise
+            raise ActuatorError(f"actuators.{name}: cannot set up GPIO ({first_line(exc)})") from None
 
-    def actuate(self, bin_name: str, now_s: float) -> None:
-        """Move/pulse the bin's actuator; it returns to safe at ``now_s`` + hold/pulse time."""
+    def actuate(self, bin_name: str, now_s: float) -> bool:
+        """Move/pulse the bin's actuator; it returns to safe at ``now_s`` + hold/pulse time.
+        Once :meth:`safe_all` has run (a stop signal), nothing moves any more: a signal handled
+        between the loop's stop check and this call, or during the write, leaves every actuator
+        safe. False when it did not move for that reason (see :attr:`stopping`)."""
         bin_ = self.bins[bin_name]
+        if self._stopping:
+            log.warning("bin %s: not actuated, the actuators are stopping", bin_name)
+            return False
         device, cfg = self.devices[bin_.actuator], self.configs[bin_.actuator]
         try:
             if cfg.type == "servo":
@@ -106,18 +145,32 @@ class BinActuators:
             else:
                 device.on()
                 duration_s = bin_.pulse_ms / 1000
-        except Exception as exc:  # gpiozero / pin driver errors
+            if self._stopping:  # safe_all() ran while this one moved: back to safe at once
+                self._make_safe(bin_.actuator)
+                log.warning("bin %s: actuation undone, the actuators are stopping", bin_name)
+                return False
+        except Exception as exc:  # noqa: BLE001 - gpiozero / pin driver errors
+            if not is_gpio_failure(exc):
+                raise
             raise ActuatorError(f"actuators.{bin_.actuator}: could not move for bin {bin_name} "
                                 f"({first_line(exc)})") from exc
         self._active[bin_.actuator] = _Active(bin_.actuator, now_s + duration_s)
         log.debug("bin %s: %s active until %.3f s", bin_name, bin_.actuator, now_s + duration_s)
+        return True
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`safe_all` ran (a stop signal, shutdown): nothing moves any more."""
+        return self._stopping
 
     def update(self, now_s: float) -> None:
         """Return every actuator whose time is up to its safe state."""
         for name in [n for n, a in self._active.items() if now_s + TIME_TOLERANCE_S >= a.until_s]:
             try:
                 self._make_safe(name)
-            except Exception as exc:  # gpiozero / pin driver errors
+            except Exception as exc:  # noqa: BLE001 - gpiozero / pin driver errors
+                if not is_gpio_failure(exc):
+                    raise
                 raise ActuatorError(f"actuators.{name}: could not return to its safe state "
                                     f"({first_line(exc)})") from exc
             self._active.pop(name, None)  # a signal handler's safe_all() may have cleared it
@@ -139,7 +192,9 @@ class BinActuators:
             device.off()
 
     def safe_all(self) -> None:
-        """Every actuator to its safe state now (signal handlers, errors, shutdown)."""
+        """Every actuator to its safe state now (signal handlers, errors, shutdown); from then on
+        :meth:`actuate` moves nothing (the sorter is stopping)."""
+        self._stopping = True  # first: an actuate() this handler interrupted undoes its move
         for name in list(self.devices):
             try:
                 self._make_safe(name)

@@ -14,8 +14,11 @@ at the end of a finite source and raises :class:`CameraError` when a live camera
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
@@ -23,6 +26,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from device.errors import CameraError, UsageError
+from device.safe_open import describe_os_error, kind_of, show_path
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +135,21 @@ def open_camera(
     if device is not None:
         return OpenCVCamera(device[1], size=size, timeout_s=timeout_s)
     path = Path(source)
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        problem = describe_os_error(path, FileNotFoundError(errno.ENOENT, "No such file or directory"))
+        if problem == "does not exist":
+            problem = "no such file or folder (or use picamera2, opencv:N)"
+        raise CameraError(f"camera source {show_path(source)!r}: {problem}") from None
+    except (OSError, ValueError) as exc:  # a name too long, a looping link, a NUL character
+        problem = describe_os_error(path, exc) if isinstance(exc, OSError) else "holds a NUL character"
+        raise CameraError(f"camera source {show_path(source)!r}: {problem}") from None
+    if stat.S_ISDIR(mode):
         return FolderCamera(path, fps=folder_fps)
-    if path.is_file():
+    if stat.S_ISREG(mode):
+        if not os.access(path, os.R_OK):  # OpenCV would only say "not a readable video file"
+            raise CameraError(f"camera source {show_path(source)!r}: is unreadable (Permission denied)")
         return VideoFileCamera(path)
-    raise CameraError(f"camera source {source!r}: no such file or folder (or use picamera2, opencv:N)")
+    raise CameraError(f"camera source {show_path(source)!r}: is {kind_of(mode)}, not a video file or a folder "
+                      f"of images (or use picamera2, opencv:N)")

@@ -12,15 +12,23 @@ import numpy as np
 
 from device.camera import CameraBase, Frame
 from device.errors import CameraError, first_line
+from device.safe_open import MiB, read_regular
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MAX_IMAGE_BYTES = 64 * MiB  # a larger file in an image folder is skipped
 WAIT_SLICE_S = 0.05  # longest uninterrupted wait of a capture (bounds signal handling latency)
 
 
 class VideoFileCamera(CameraBase):
-    """Frames of a video file; time is ``frame index / the file's frame rate``."""
+    """Frames of a video file; time is ``frame index / the file's frame rate``.
+
+    A frame that cannot be decoded (a corrupt stretch) is skipped with a warning naming the
+    frames, and the frames after it keep their own times; a file that ends before the frame
+    count its header announces (truncated, or undecodable to the end) ends with a warning too,
+    never silently.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -31,12 +39,26 @@ class VideoFileCamera(CameraBase):
         if not (fps and np.isfinite(fps) and 0 < fps <= 1000):
             raise CameraError(f"{self.path}: video has no usable frame rate ({fps})")
         self.fps = float(fps)
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if count and np.isfinite(count) and count > 0 else 0  # 0: unknown
         self._index = 0
 
     def capture(self) -> Frame | None:
-        ok, bgr = self._cap.read()
-        if not ok:
-            return None
+        first_bad = None
+        while True:
+            ok, bgr = self._cap.read()
+            if ok:
+                break
+            if self._index >= self.frame_count:  # the end (or an unknown length: take it as the end)
+                if first_bad is not None:
+                    log.warning("%s: video ended at frame %d, but its header announces %d frames (a decode "
+                                "error or a truncated file)", self.path, first_bad, self.frame_count)
+                return None
+            first_bad = self._index if first_bad is None else first_bad
+            self._index += 1  # an undecodable frame still took its time
+        if first_bad is not None:
+            log.warning("%s: frame(s) %d-%d could not be decoded (a corrupt stretch): skipped", self.path,
+                        first_bad, self._index - 1)
         frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._index / self.fps, self._index,
                       {"source": "video"})
         self._index += 1
@@ -64,7 +86,14 @@ class FolderCamera(CameraBase):
         while self._index < len(self.paths):
             path = self.paths[self._index]
             self._index += 1
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            try:  # never cv2.imread: it would wait forever on a FIFO named like an image
+                data = read_regular(path, what="image", error=CameraError, limit_bytes=MAX_IMAGE_BYTES)
+                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+            except CameraError as exc:
+                log.warning("%s, skipped", exc)
+                continue
+            except cv2.error:
+                bgr = None
             if bgr is None:
                 log.warning("%s: unreadable image, skipped", path)
                 continue

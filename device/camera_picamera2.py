@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from device.camera import CameraBase, ExposureControls, Frame
 from device.errors import CameraError, first_line
@@ -38,10 +39,13 @@ class Picamera2Camera(CameraBase):
     live = True
 
     def __init__(self, index: int = 0, *, size: tuple[int, int], controls: ExposureControls | None,
-                 timeout_s: float = 2.0):
+                 timeout_s: float = 2.0, clock_ns: Callable[[], int] = time.monotonic_ns):
         Picamera2 = _import_picamera2()
         self.timeout_s = timeout_s
-        self._t0_ns: int | None = None
+        self._clock_ns = clock_ns
+        self._t0_ns: int | None = None  # sensor time of the first frame
+        self._mono_t0_ns: int | None = None  # set once frames are timed on the monotonic clock
+        self._last: tuple[float, int] | None = None  # (seconds, monotonic ns) of the last sensor-timed frame
         self._index = 0
         try:
             self._cam = Picamera2(index)
@@ -104,12 +108,27 @@ class Picamera2Camera(CameraBase):
             metadata = dict(request.get_metadata())
         finally:
             request.release()
-        sensor_ns = int(metadata.get("SensorTimestamp", 0))
-        if self._t0_ns is None:
-            self._t0_ns = sensor_ns
-        frame = Frame(image, (sensor_ns - self._t0_ns) / 1e9, self._index, metadata)
+        frame = Frame(image, self._timestamp_s(metadata), self._index, metadata)
         self._index += 1
         return frame
+
+    def _timestamp_s(self, metadata: dict) -> float:
+        """Seconds since the first frame, from the sensor's timestamp. A frame without one (some
+        pipelines leave it out) switches the camera to the monotonic clock for good, said once,
+        carrying on from the last sensor time: frames all at time 0 would never settle."""
+        now_ns = self._clock_ns()
+        sensor_ns = metadata.get("SensorTimestamp")
+        if self._mono_t0_ns is None and isinstance(sensor_ns, int) and sensor_ns > 0:
+            if self._t0_ns is None:
+                self._t0_ns = sensor_ns
+            self._last = ((sensor_ns - self._t0_ns) / 1e9, now_ns)
+            return self._last[0]
+        if self._mono_t0_ns is None:
+            log.warning("picamera2: frame %d has no SensorTimestamp: timing frames on the monotonic clock "
+                        "from now on", self._index)
+            last_s, last_ns = self._last if self._last is not None else (0.0, now_ns)
+            self._mono_t0_ns = last_ns - round(last_s * 1e9)
+        return (now_ns - self._mono_t0_ns) / 1e9
 
     def close(self) -> None:
         try:

@@ -10,7 +10,6 @@ averaged (:meth:`Classifier.classify`).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from device import selftest
 from device.contract import KEY_CONTRACT, ModelContract, preprocess
 from device.errors import ModelError, first_line
+from device import safe_json
+from device.safe_open import MiB, exists_entry, read_regular
+
+MAX_MODEL_BYTES = 1024 * MiB  # the shipped int8 model is 22 MB, an fp32 ResNet-34 86 MB
+MAX_MANIFEST_BYTES = MiB
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +57,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     def __init__(self, model_path: Path | str | None = None, *, threads: int = 2):
         self.path = Path(model_path) if model_path else DEFAULT_MODEL
-        try:
-            data = self.path.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"{self.path}: cannot read model ({exc.strerror or exc})") from None
+        data = read_regular(self.path, what="model", error=ModelError, limit_bytes=MAX_MODEL_BYTES)
         self.sha256 = sha256_bytes(data)
         self.manifest = self._check_manifest()
         options = ort.SessionOptions()
@@ -77,16 +79,18 @@ class Classifier:
             raise ModelError(f"{self.path}: {exc}") from None
         self.metadata = dict(meta)
         self._check_io()
+        self._self_test()
 
     def _check_manifest(self) -> dict:
         path = manifest_path_for(self.path)
+        if not exists_entry(path):
+            raise ModelError(f"{self.path}: manifest {path.name} is missing")
+        data = read_regular(path, what="model manifest", error=ModelError, limit_bytes=MAX_MANIFEST_BYTES)
         try:
-            manifest = json.loads(path.read_text())
+            manifest = safe_json.loads(data)
             expected = manifest["sha256"]
-        except FileNotFoundError:
-            raise ModelError(f"{self.path}: manifest {path.name} is missing") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{path}: unreadable manifest ({exc})") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: unreadable manifest ({first_line(exc, 120)})") from None
         if expected != self.sha256:
             raise ModelError(f"{self.path}: SHA-256 {self.sha256[:12]}… does not match manifest "
                              f"{str(expected)[:12]}… (corrupt or replaced model)")
@@ -112,6 +116,19 @@ class Classifier:
         if out_shape[-1] != len(c.classes):
             raise ModelError(f"{self.path}: model gives {out_shape[-1]} "
                              f"scores but the contract names {len(c.classes)} classes")
+
+    def _self_test(self) -> None:
+        """Run the manifest's reference picture; refuse a runtime that computes other numbers."""
+        test = self.manifest.get("self_test")
+        if not isinstance(test, dict) or test.get("image") != selftest.REFERENCE:
+            log.info("%s: the manifest has no self-test for this runtime to pass", self.path.name)
+            return
+        got = self.probabilities([selftest.reference_image()])[0]
+        delta = selftest.mismatch(test.get("probabilities", []), got)
+        if delta is not None:
+            raise ModelError(f"{self.path}: self-test failed: this runtime's class probabilities on the "
+                             f"reference picture differ from the manifest's by {delta:.3f} "
+                             f"(> {selftest.TOLERANCE}; onnxruntime {ort.__version__})")
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("device.logs_cli", "read, follow, filter and summarise the sort log"),
     "status": ("device.status_cli", "is the sorter running, what did it do today"),
     "demo-scene": ("device.demo_scene", "render a demo video of items from labelled photos"),
+    "score-scene": ("device.scene_score", "score a sort log against a demo scene's truth file"),
     "bench": ("device.bench", "measure per-frame cost, model latency and memory"),
     "evaluate": ("export.evaluate", "accuracy and confusion of a model on a photo folder"),
     "train": ("export.train", "train the classifier (needs the train extra)"),

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from device.camera import device_source
-from device.errors import ConfigError
+from device.errors import ConfigError, first_line
 from device.gate import THRESHOLD_RANGES, GateThresholds
 from device.presence import PresenceSettings
+from device.safe_open import MiB, read_regular, show_path
+
+MAX_CONFIG_BYTES = MiB  # the example file is 6 KiB
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
     "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
     "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
-    "presence.clear_s": (0.0, 30), "presence.learn_s": (0.0, 60), "presence.adapt_rate": (0, 1),
+    "presence.clear_s": (0.0, 30), "presence.min_item_s": (0.0, 30), "presence.learn_s": (0.0, 60),
+    "presence.adapt_rate": (0, 1),
     "presence.stuck_warn_s": (0, 3600),
     "routing.min_confidence": (0, 1),
     "actuators.*.pin": (0, 27), "actuators.*.min_angle_deg": (-180, 180),
@@ -126,6 +130,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "actuators.*.type": ("servo", "pulse"),
     "gpio.pin_factory": ("auto", "mock", "lgpio", "rpigpio", "pigpio", "native"),
 }
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` for a message, at most 60 characters (a TOML value can be a megabyte)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a deeply nested array, an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_value(value: Any, kind: type, path: str, generic: str) -> Any:
@@ -141,13 +154,13 @@ def _check_value(value: Any, kind: type, path: str, generic: str) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {_short(value)}")
     if generic in RANGES:
         low, high = RANGES[generic]
         if not low <= value <= high:
-            raise ConfigError(f"{path}: {value} is out of range [{low}, {high}]")
+            raise ConfigError(f"{path}: {_short(value)} is out of range [{low}, {high}]")
     if generic in CHOICES and value not in CHOICES[generic]:
-        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(CHOICES[generic])}")
+        raise ConfigError(f"{path}: {_short(value)} is not one of {', '.join(CHOICES[generic])}")
     return value
 
 
@@ -262,16 +275,21 @@ def load_config(path: Path | None) -> Config:
     """The configuration in ``path``, or the defaults when ``path`` is None."""
     if path is None:
         return Config()
+    shown = show_path(path)
+    data = read_regular(path, what="config file", error=ConfigError, limit_bytes=MAX_CONFIG_BYTES)
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: config file is unreadable ({exc})") from None
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        raise ConfigError(f"{shown}: invalid TOML ({first_line(exc, 160)})") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: invalid TOML (nested too deeply)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ConfigError(f"{shown}: invalid TOML ({first_line(exc, 160)})") from None
     try:
         return parse_config(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{shown}: {exc}") from None
+    except RecursionError:  # a deeply nested value where a number or a string belongs
+        raise ConfigError(f"{shown}: a value is nested too deeply") from None

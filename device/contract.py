@@ -14,18 +14,23 @@ import cv2
 import numpy as np
 
 from device.errors import DataError, ModelError
+from device.flatfield import flatten_board
 
 #: Metadata keys written into the ONNX model (``metadata_props``). Defined here only.
 KEY_CONTRACT = "waste_sorter.contract"
 KEY_SPLIT_SHA256 = "waste_sorter.split_sha256"
 KEY_METRICS = "waste_sorter.metrics"
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+#: Version 1 contracts (models before board normalisation) are read as ``flatfield="none"``.
+SUPPORTED_VERSIONS = (1, 2)
 
 #: ImageNet statistics, used by every model this project trains.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 RESIZE_POLICIES = ("stretch", "center_crop")
+#: ``border``: the board and light are divided out (:func:`device.flatfield.flatten_board`).
+FLATFIELD_POLICIES = ("none", "border")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class ModelContract:
 
     ``resize="stretch"`` resizes the whole frame to ``input_width`` x ``input_height`` (nothing
     is cropped away: an item near the edge of the board stays in view). ``"center_crop"`` scales
-    the shorter side and crops the centre. Pixels are RGB, scaled to [0, 1], then
+    the shorter side and crops the centre. ``flatfield="border"`` then divides the board and
+    light out (:mod:`device.flatfield`). Pixels are RGB, scaled to [0, 1], then
     ``(x - mean) / std``, laid out NCHW float32.
     """
 
@@ -45,6 +51,7 @@ class ModelContract:
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = "stretch"
     input_name: str = "image"
+    flatfield: str = "none"
     version: int = field(default=CONTRACT_VERSION)
 
     def __post_init__(self) -> None:
@@ -58,10 +65,14 @@ class ModelContract:
             raise ModelError("contract mean/std must be three numbers with std > 0")
         if self.resize not in RESIZE_POLICIES:
             raise ModelError(f"contract resize policy {self.resize!r} not in {RESIZE_POLICIES}")
-        if self.version != CONTRACT_VERSION:
+        if self.flatfield not in FLATFIELD_POLICIES:
+            raise ModelError(f"contract flatfield policy {self.flatfield!r} not in {FLATFIELD_POLICIES}")
+        if self.version not in SUPPORTED_VERSIONS:
             raise ModelError(
-                f"contract version {self.version} is not supported (expected {CONTRACT_VERSION})"
+                f"contract version {self.version} is not supported (expected one of {SUPPORTED_VERSIONS})"
             )
+        if self.version == 1 and self.flatfield != "none":
+            raise ModelError("contract version 1 has no flatfield step; version 2 is needed")
 
     def to_json(self) -> str:
         return json.dumps(
@@ -73,6 +84,7 @@ class ModelContract:
                 "mean": list(self.mean),
                 "std": list(self.std),
                 "resize": self.resize,
+                "flatfield": self.flatfield,
                 "input_name": self.input_name,
                 "layout": "NCHW",
                 "channels": "RGB",
@@ -92,6 +104,7 @@ class ModelContract:
                 std=tuple(float(v) for v in raw["std"]),  # type: ignore[arg-type]
                 resize=str(raw["resize"]),
                 input_name=str(raw["input_name"]),
+                flatfield=str(raw.get("flatfield", "none")),
                 version=int(raw["version"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -99,7 +112,19 @@ class ModelContract:
 
 
 def resize_rgb(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
-    """Resize an HxWx3 uint8 RGB image to the contract's input size (uint8, HxWx3)."""
+    """Resize an HxWx3 uint8 RGB image to the contract's input size (uint8, HxWx3), with the
+    board divided out when the contract says so (the model's eyes: training crops are cut from
+    :func:`prepare_photo`'s output)."""
+    return prepare_photo(_resize(rgb, contract), contract)
+
+
+def prepare_photo(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """The contract's pixel step before scaling: board normalisation or nothing (uint8 HxWx3).
+    Training applies it to each photo before cropping; the device after resizing the frame."""
+    return flatten_board(rgb) if contract.flatfield == "border" else rgb
+
+
+def _resize(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
     width, height = contract.input_width, contract.input_height
     if contract.resize == "center_crop":
         scale = max(width / rgb.shape[1], height / rgb.shape[0])
@@ -126,11 +151,13 @@ def preprocess(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
 
 def read_rgb(path: str) -> np.ndarray:
     """Read a photo from disk as uint8 HxWx3 RGB, or raise :class:`DataError` naming the file."""
+    from device.safe_open import MiB, read_regular  # regular files only: a FIFO would block np.fromfile
+
+    data = np.frombuffer(read_regular(path, what="photo", error=DataError, limit_bytes=64 * MiB), np.uint8)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise DataError(f"{path}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -1,13 +1,21 @@
-"""Render a demo scene: items from a folder of labelled photos dropped on an empty board.
+"""Render a demo scene: items from a folder of labelled photos dropped on one board under one light.
 
     waste-sorter demo-scene --photos ../shared/datasets/trashnet --out scene.mp4 --items 12
+    waste-sorter demo-scene --photos DIR --split device/model/split.json --items 120 --all-nuisances
 
-Each item falls in (motion), lies still, and is taken away; between items the board is empty.
-Some items are fully overexposed (every frame blown out), some show a few glare frames, and
-once the light over the whole board changes. A ``scene.truth.json`` beside the video lists
-each item's photo, label, kind and times (seconds of video time), for checking a sort log.
+Every item is cut out of its photo and laid on the scene's one textured board, at the same place
+and size as in the photo (the photo is fitted to the frame as the classifier fits it), lit by
+the scene's one light (:mod:`device.scene_render`). Options add the nuisances of a real camera
+and room: camera shake, sensor noise, motion blur on the drop, items with flash or glare frames,
+whole overexposed items, items white enough to clip, items taken away before they settle,
+light changes and hands passing over the empty board, an item on the board at start;
+``--all-nuisances`` turns every one of them on. Rendering is seeded: the same options give the
+same video. A ``scene.truth.json`` beside the video says what happened when (seconds of video
+time); ``waste-sorter score-scene`` scores a sort log against it.
+
 The photos are ImageFolder-style (one folder per class), e.g. TrashNet
-(github.com/garythung/trashnet, ``dataset-resized``).
+(github.com/garythung/trashnet, ``dataset-resized``); ``--split`` takes the photos of one
+subset of a split manifest (``device/model/split.json``: the model's own test photos).
 """
 
 from __future__ import annotations
@@ -15,168 +23,139 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from device.contract import read_rgb
-from device.errors import DataError
+from device.errors import DataError, UsageError
+from device.scene_render import (FRAME_SIZE, KINDS, Nuisances, SceneItem, Stage, Timing, expose, make_board,
+                                 plain_stage, render, scene_stage, still_view)
 
-FRAME_SIZE = (512, 384)  # width, height
+__all__ = ["FRAME_SIZE", "KINDS", "Nuisances", "SceneItem", "Stage", "Timing", "expose", "make_board",
+           "plain_stage", "render", "scene_stage", "still_view", "photo_items", "main", "add_arguments"]
 
-
-@dataclass(frozen=True)
-class SceneItem:
-    """One item: how it looks once settled (full frame, RGB) and what happens to it."""
-
-    image: np.ndarray
-    label: str
-    kind: str = "normal"  # normal | overexposed | glare
-    source: str = ""
+#: Share of the items given each per-item nuisance by --all-nuisances (the rest are normal).
+ALL_NUISANCES = {"overexposed": 0.05, "glare": 0.08, "flash": 0.08, "clip": 0.08, "quick": 0.08}
 
 
-@dataclass(frozen=True)
-class Timing:
-    fps: float = 10.0
-    lead_in_s: float = 1.5  # empty board at the start (the sorter learns it)
-    fall_s: float = 0.4
-    still_s: float = 1.6
-    leave_s: float = 0.4
-    gap_s: float = 1.0
-
-
-def make_board(size=FRAME_SIZE, seed: int = 0) -> np.ndarray:
-    """A near-white poster board with gentle vignetting and texture (uint8 RGB)."""
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r2 = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
-    shade = 1.0 - 0.35 * r2
-    rng = np.random.default_rng(seed)
-    texture = cv2.GaussianBlur(rng.normal(0, 3, (h, w)).astype(np.float32), (0, 0), 3)
-    base = np.array([206, 203, 196], np.float32)
-    board = base[None, None, :] * shade[..., None] + texture[..., None]
-    return np.clip(board, 0, 255).astype(np.uint8)
-
-
-def expose(image: np.ndarray, gain: float) -> np.ndarray:
-    """Scale linear light by ``gain`` and clip, as a longer exposure would."""
-    linear = (image.astype(np.float32) / 255.0) ** 2.2
-    return (np.clip(linear * gain, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
-
-
-def shifted(board: np.ndarray, item: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """The item frame moved by (dx, dy) pixels over the board."""
-    h, w = board.shape[:2]
-    frame = board.copy()
-    xs, ys = slice(max(0, dx), min(w, w + dx)), slice(max(0, dy), min(h, h + dy))
-    frame[ys, xs] = item[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-    return frame
-
-
-def add_glare(image: np.ndarray, rng: random.Random) -> np.ndarray:
-    h, w = image.shape[:2]
-    out = image.copy()
-    center = (rng.randint(w // 3, 2 * w // 3), rng.randint(h // 3, 2 * h // 3))
-    cv2.ellipse(out, center, (w // 5, h // 5), rng.randint(0, 180), 0, 360, (255, 255, 255), -1)
-    return out
-
-
-def render(items: list[SceneItem], out: Path, *, board: np.ndarray | None = None, timing: Timing = Timing(),
-           light_change_after: int | None = None, seed: int = 0, noise: float = 2.0) -> list[dict]:
-    """Write the scene video to ``out``; returns the truth records (one per item)."""
-    board = make_board(seed=seed) if board is None else board
-    h, w = board.shape[:2]
-    rng, np_rng = random.Random(seed), np.random.default_rng(seed)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), timing.fps, (w, h))
-    if not writer.isOpened():
-        raise DataError(f"{out}: cannot write video")
-    count = 0
-    light = 1.0
-
-    def emit(frame: np.ndarray, gain: float = 1.0, glare: bool = False) -> float:
-        """One frame; light and exposure gain act together in linear light, before clipping;
-        glare (a specular highlight) clips whatever the exposure."""
-        nonlocal count
-        if gain * light != 1.0:
-            frame = expose(frame, gain * light)
-        if glare:
-            frame = add_glare(frame, rng)
-        noisy = np.clip(frame.astype(np.float32) + np_rng.normal(0, noise, frame.shape), 0, 255)
-        writer.write(cv2.cvtColor(noisy.astype(np.uint8), cv2.COLOR_RGB2BGR))
-        count += 1
-        return (count - 1) / timing.fps
-
-    def frames(seconds: float) -> int:
-        return max(1, round(seconds * timing.fps))
-
-    truth = []
-    for _ in range(frames(timing.lead_in_s)):
-        emit(board)
-    for number, item in enumerate(items, start=1):
-        look = cv2.resize(item.image, (w, h), interpolation=cv2.INTER_AREA)
-        gain = 6.0 if item.kind == "overexposed" else 1.0
-        n_fall = frames(timing.fall_s)
-        arrive_s = count / timing.fps
-        for k in range(n_fall):
-            frame = shifted(board, look, 0, -int((1 - (k + 1) / (n_fall + 1)) * h * 0.7))
-            emit(frame, gain)
-        still_start_s = count / timing.fps
-        n_still = frames(timing.still_s)
-        glare = set(range(1, 4)) if item.kind == "glare" else set()
-        for k in range(n_still):
-            emit(look, gain, glare=k in glare)
-        n_leave = frames(timing.leave_s)
-        for k in range(n_leave):
-            frame = shifted(board, look, int((k + 1) / (n_leave + 1) * w * 0.8), 0)
-            emit(frame, gain)
-        leave_s = count / timing.fps
-        truth.append({"item": number, "label": item.label, "kind": item.kind, "source": item.source,
-                      "arrive_s": arrive_s, "still_s": still_start_s, "leave_s": leave_s})
-        n_gap = frames(timing.gap_s)
-        for k in range(n_gap):
-            if light_change_after == number:
-                light = 1.0 - 0.25 * (k + 1) / n_gap  # the room gets darker over the gap
-            emit(board)
-    writer.release()
-    return truth
-
-
-def photo_items(photos: Path, n: int, *, seed: int, overexposed: int, glare: int) -> list[SceneItem]:
+def photo_pool(photos: Path, split: Path | None = None, subset: str = "test") -> list[tuple[str, Path]]:
+    """(label, path) of every photo to draw from: the folder's, or one subset of a split manifest."""
     try:
         classes = sorted(p.name for p in Path(photos).iterdir() if p.is_dir())
     except FileNotFoundError:
         raise DataError(f"{photos}: photo folder does not exist") from None
     except OSError as exc:  # not a folder, no permission
         raise DataError(f"{photos}: photo folder is unreadable ({exc.strerror or exc})") from None
-    pool = [(c, p) for c in classes for p in sorted((Path(photos) / c).glob("*.jpg"))]
+    if split is None:
+        pool = [(c, p) for c in classes for p in sorted((Path(photos) / c).glob("*.jpg"))]
+    else:
+        try:
+            manifest = json.loads(Path(split).read_text())
+            names, entries = manifest["classes"], manifest[subset]
+            pool = [(names[index], Path(photos) / relative) for relative, index in entries]
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise DataError(f"{split}: not a split manifest with a {subset!r} subset ({exc})") from None
+        missing = [str(p) for _, p in pool if not p.is_file()]
+        if missing:
+            raise DataError(f"{split}: {len(missing)} of its {subset} photos are not in {photos} (e.g. {missing[0]})")
     if not pool:
         raise DataError(f"{photos}: no class folders with .jpg photos")
+    return pool
+
+
+def photo_items(photos: Path, n: int, *, seed: int, overexposed: int = 0, glare: int = 0, flash: int = 0,
+                clip: int = 0, quick: int = 0, at_start: bool = False, split: Path | None = None) -> list[SceneItem]:
+    """``n`` photos drawn (seeded) with the given number of items of each kind."""
+    pool = photo_pool(photos, split)
     rng = random.Random(seed)
     chosen = rng.sample(pool, min(n, len(pool)))
-    kinds = ["overexposed"] * overexposed + ["glare"] * glare
+    kinds = (["overexposed"] * overexposed + ["glare"] * glare + ["flash"] * flash + ["clip"] * clip
+             + ["quick"] * quick)[:len(chosen)]
     kinds += ["normal"] * (len(chosen) - len(kinds))
     rng.shuffle(kinds)
-    return [SceneItem(read_rgb(str(p)), c, k, f"{c}/{p.name}") for (c, p), k in zip(chosen, kinds)]
+    if at_start and kinds:
+        kinds[kinds.index("normal") if "normal" in kinds else 0] = "at_start"
+    root = Path(photos)
+    return [SceneItem(read_rgb(str(p)), c, k, str(p.relative_to(root)) if p.is_relative_to(root) else str(p))
+            for (c, p), k in zip(chosen, kinds)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=Path, required=True, help="ImageFolder of labelled photos")
+    p.add_argument("--split", type=Path, help="draw from the test photos of this split manifest")
     p.add_argument("--out", type=Path, default=Path("scene.mp4"))
     p.add_argument("--items", type=int, default=12)
     p.add_argument("--overexposed", type=int, default=2, help="items whose frames are all blown out")
     p.add_argument("--glare", type=int, default=2, help="items with a few glare frames")
+    p.add_argument("--flash", type=int, default=0, help="items with a few flash frames while they rest")
+    p.add_argument("--clip", type=int, default=0, help="items white enough that 20-40%% of them clips")
+    p.add_argument("--quick", type=int, default=0, help="items taken away before they settle")
+    p.add_argument("--at-start", action="store_true", help="the first item lies on the board at start")
+    p.add_argument("--shake-px", type=float, default=0.0, help="camera shake, pixels (every frame)")
+    p.add_argument("--noise", type=float, default=2.0, help="sensor noise, grey levels")
+    p.add_argument("--motion-blur", action="store_true", help="blur items as they fall")
+    p.add_argument("--light-changes", type=int, default=1, help="light changes over the empty board")
+    p.add_argument("--hands", type=int, default=0, help="hands passing over the empty board")
+    p.add_argument("--still-s", type=float, default=1.6, help="how long an item rests")
+    p.add_argument("--gap-s", type=float, default=1.0, help="empty board between items")
+    p.add_argument("--all-nuisances", action="store_true",
+                   help="every nuisance: shake 1 px, noise 3, motion blur, item kinds in proportion, light "
+                        "changes and hands every ~10 items, an item at start, rests of 1 s, gaps of 0.8 s")
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
 
 
+def _apply_all_nuisances(args) -> None:
+    n = args.items
+    for kind, share in ALL_NUISANCES.items():
+        setattr(args, kind, max(1, round(share * n)))
+    args.at_start, args.motion_blur = True, True
+    args.shake_px, args.noise = max(args.shake_px, 1.0), max(args.noise, 3.0)
+    args.light_changes, args.hands = max(1, n // 10), max(1, n // 10)
+    args.still_s, args.gap_s = 1.0, 0.8
+
+
+def _light_changes(count: int, n_items: int, rng: random.Random) -> tuple[tuple[int, float, float], ...]:
+    """``count`` changes spread over the scene: steps and 1 s ramps of +-30%, kept within 0.7-1.3."""
+    changes, level = [], 1.0
+    for k in range(count):
+        after = max(1, round((k + 0.5) * n_items / count))
+        level = rng.choice([v for v in (0.7, 1.0, 1.3) if abs(v - level) > 0.2 and abs(v / level - 1) <= 0.45])
+        changes.append((after, level, 0.0 if k % 2 == 0 else 1.0))
+    return tuple(changes)
+
+
+def _check(args) -> None:
+    if args.items < 1:
+        raise UsageError("--items must be at least 1")
+    for name in ("overexposed", "glare", "flash", "clip", "quick", "light_changes", "hands"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+    if not (0 <= args.shake_px <= 8 and 0 <= args.noise <= 50 and 0.5 <= args.fps <= 120
+            and 0.1 <= args.still_s <= 30 and 0.1 <= args.gap_s <= 30):
+        raise UsageError("--shake-px 0-8, --noise 0-50, --fps 0.5-120, --still-s and --gap-s 0.1-30")
+
+
 def main(args) -> int:
-    items = photo_items(args.photos, args.items, seed=args.seed, overexposed=args.overexposed, glare=args.glare)
-    truth = render(items, args.out, timing=Timing(fps=args.fps), light_change_after=len(items) // 2 or None,
-                   seed=args.seed)
+    if args.all_nuisances:
+        _apply_all_nuisances(args)
+    _check(args)
+    items = photo_items(args.photos, args.items, seed=args.seed, overexposed=args.overexposed, glare=args.glare,
+                        flash=args.flash, clip=args.clip, quick=args.quick, at_start=args.at_start, split=args.split)
+    rng = random.Random(args.seed + 1)
+    n = len(items)
+    hands = tuple(sorted(rng.sample(range(1, n + 1), min(args.hands, n))))
+    nuisances = Nuisances(shake_px=args.shake_px, noise=args.noise, motion_blur=args.motion_blur,
+                          light_changes=_light_changes(args.light_changes, n, rng), hands=hands)
+    timing = Timing(fps=args.fps, still_s=args.still_s, gap_s=args.gap_s)
+    stage = scene_stage(args.seed)
+    events: list[dict] = []
+    truth = render(items, args.out, stage=stage, timing=timing, seed=args.seed, nuisances=nuisances, events=events)
     truth_path = args.out.with_suffix(".truth.json")
-    truth_path.write_text(json.dumps({"fps": args.fps, "timing": asdict(Timing(fps=args.fps)), "items": truth},
-                                     indent=1))
-    print(f"wrote {args.out} ({len(truth)} items) and {truth_path}")
+    truth_path.write_text(json.dumps({
+        "fps": args.fps, "timing": asdict(timing), "nuisances": asdict(nuisances),
+        "stage": {"seed": args.seed}, "photos": str(args.photos), "video": args.out.name, "items": truth,
+        "events": events}, indent=1))
+    kinds = ", ".join(f"{k} {sum(i.kind == k for i in items)}" for k in KINDS if any(i.kind == k for i in items))
+    print(f"wrote {args.out} ({n} items: {kinds}) and {truth_path}")
     return 0

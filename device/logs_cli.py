@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from device.errors import UsageError
+from device.log_follow import LogFollower
 from device.runtime_status import parse_utc
-from device.sortlog import log_files, read_lines_from, read_records
+from device.sortlog import log_files, read_records
 
 log = logging.getLogger(__name__)
 
@@ -107,55 +108,6 @@ def make_filter(since: float | None = None, label: str | None = None, bin_: str 
 
 
 # ---------------------------------------------------------------- following
-
-class LogFollower:
-    """New complete records appended to ``path`` since the last poll, across rotations."""
-
-    def __init__(self, path: Path, *, from_start: bool = False):
-        self.path = Path(path)
-        self._ino: int | None = None
-        self._offset = 0
-        if not from_start:
-            try:
-                st = self.path.stat()
-                self._ino, self._offset = st.st_ino, st.st_size
-            except FileNotFoundError:
-                pass
-
-    def poll(self) -> list[Record]:
-        records: list[Record] = []
-        try:
-            st: os.stat_result | None = self.path.stat()
-        except FileNotFoundError:
-            st = None
-        if self._ino is not None and (st is None or st.st_ino != self._ino):
-            records += self._finish_rotated()
-        if st is not None:
-            if self._ino is None:
-                self._ino, self._offset = st.st_ino, 0
-            if st.st_size < self._offset:  # truncated or replaced in place
-                self._offset = 0
-            chunk, self._offset = read_lines_from(self.path, self._offset)
-            records += chunk
-        return records
-
-    def _finish_rotated(self) -> list[Record]:
-        """Rest of the file we were reading (now ``.1`` or older) and any newer rotated files."""
-        records: list[Record] = []
-        rotated = [p for p in log_files(self.path) if p != self.path]  # oldest first
-        for i, candidate in enumerate(rotated):
-            try:
-                if candidate.stat().st_ino != self._ino:
-                    continue
-            except FileNotFoundError:
-                continue
-            records += read_lines_from(candidate, self._offset)[0]
-            for newer in rotated[i + 1:]:
-                records += read_lines_from(newer, 0)[0]
-            break
-        self._ino, self._offset = None, 0
-        return records
-
 
 def follow(follower: LogFollower, *, poll_s: float = 1.0, sleep: Callable[[float], None] = time.sleep,
            max_polls: int | None = None) -> Iterator[list[Record]]:

@@ -10,6 +10,11 @@ captured after the signal is not processed, and a capture that then times out is
 SIGHUP asks for the calibration to be reloaded, which happens between items (board empty),
 keeping the last good calibration when the new file is invalid.
 
+Every item gets exactly one sort record, whatever happens between its arrival and departure
+(see :mod:`device.presence`): settled, still moving after ``max_settle_s``, or gone before it
+settled; an item lying on the board at start too. The record is appended before an actuator
+error ends the run.
+
 A sorted item that is still on the board ``presence.stuck_warn_s`` later (a jammed flap, an
 item the actuator could not move) is warned about once, and the state (status file and systemd
 STATUS) reads "stuck" until the board clears or changes: the next item is sorted only then.
@@ -20,8 +25,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -30,9 +33,10 @@ from device.actuators import TIME_TOLERANCE_S, BinActuators
 from device.camera import AdjustableCamera, Camera
 from device.classifier import Classifier
 from device.config import Config, routing_problems
-from device.errors import CalibrationError, CameraError, ConfigError, ModelError
-from device.gate import ExposureGate, GateVerdict, board_stats
-from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item
+from device.decision import RunSummary, classify_item, how_decided
+from device.errors import ActuatorError, CalibrationError, CameraError, ConfigError, ModelError
+from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item, observe
 from device.notify import watchdog_interval_s
 from device.presence import PresenceDetector, State
 from device.sortlog import SortEvent, SortLog, utc_iso
@@ -40,28 +44,6 @@ from device.sortlog import SortEvent, SortLog, utc_iso
 log = logging.getLogger(__name__)
 
 MAX_MODEL_FAILURES_IN_A_ROW = 3  # then the run ends with ModelError (exit 79)
-
-
-@dataclass
-class RunSummary:
-    frames: int = 0
-    items: int = 0
-    items_per_bin: Counter = field(default_factory=Counter)
-    rejected_by_reason: Counter = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    source_seconds: float = 0.0
-
-    def latency_percentile_ms(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
-
-    def format(self) -> str:
-        bins = ", ".join(f"{b}={n}" for b, n in sorted(self.items_per_bin.items())) or "none"
-        rejects = ", ".join(f"{r}={n}" for r, n in self.rejected_by_reason.most_common()) or "none"
-        return (f"{self.items} item(s) in {self.source_seconds:.1f} s of source, {self.frames} frames\n"
-                f"  items per bin: {bins}\n"
-                f"  rejected frames: {sum(self.rejected_by_reason.values())} ({rejects})\n"
-                f"  latency settled->actuated: p50 {self.latency_percentile_ms(50):.1f} ms, "
-                f"p95 {self.latency_percentile_ms(95):.1f} ms")
 
 
 class Sorter:
@@ -107,7 +89,7 @@ class Sorter:
         nothing else has changed then), then its gate and board reference."""
         if isinstance(self.camera, AdjustableCamera):
             self.camera.set_controls(calibration.controls)
-        self.gate = ExposureGate(calibration.gate, calibration.board)
+        self.gate = ExposureGate(calibration.gate, calibration.board, board_image=board_image)
         self.presence = PresenceDetector(self.config.presence, reference=board_image)
         self.calibration, self.calibration_id = calibration, calibration.id
         self._frame_hw = (board_image.shape[:2], f"calibration {calibration.id}'s board reference")
@@ -200,16 +182,16 @@ class Sorter:
         self.summary.frames += 1
         self.summary.source_seconds = t
         self.actuators.update(self._actuator_time_s(t))
-        verdict = self.gate.check(image)
-        if verdict.stats is None:  # structurally broken: cannot even look for an item in it
+        if check_structure(image) == "":
+            self._check_frame_size(image)
+        verdict, update = observe(self.gate, self.presence, image, t)
+        if update is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
             self._warn_unusable_once(image, verdict.reason)
             return verdict
-        self._check_frame_size(image)
-        update = self.presence.update(image, t, overexposed=verdict.reason == "overexposed")
-        if update.event in ("arrived", "departed"):
+        if update.event in ("arrived", "departed", "learned", "left"):
             if self._stuck:
-                log.info("board %s: sorting again", "cleared" if update.event == "departed" else "changed")
+                log.info("board %s: sorting again", "changed" if update.event == "arrived" else "cleared")
                 if self.notifier:
                     self.notifier.status("sorting")
             self._sorted, self._stuck = None, False
@@ -217,21 +199,26 @@ class Sorter:
             self._check_stuck(t)
         self.state = "stuck" if self._stuck else update.state.value
         if update.event == "learned":
-            self.gate = ExposureGate(self.gate.thresholds, board_stats(self.presence.reference_image,
-                                                                       self.gate.thresholds.saturation_level))
-            log.info("empty board learned from the first %.1f s", self.config.presence.learn_s)
+            board = self.presence.reference_image
+            self.gate = ExposureGate(self.gate.thresholds, board_stats(board, self.gate.thresholds.saturation_level),
+                                     board_image=board)
+            log.info("empty board learned from %.1f s of still, empty scene", self.config.presence.learn_s)
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
-        if update.event == "arrived":
+        if update.event == "arrived" or (self._item is None and belongs_to_item(update)):
             self._item = ItemFrames(number=self.summary.items + 1)
         item = self._item
         if item is not None and belongs_to_item(update):
             item.add(image, verdict, update)
         if update.event in DECIDING_EVENTS and item is not None:
-            self._decide(item, t, settled=update.event == "settled")
             self._item = None
-        elif update.event == "departed":
+            self._decide(item, t, update.event)
+        elif update.event in ("departed", "learned", "passed"):
             self._item = None
+            if update.event == "passed":
+                self.summary.passing += 1
+                log.info("something passed over the board at %.2f s and was gone within %.1f s: not an item",
+                         t, self.config.presence.min_item_s)
         if update.state is State.EMPTY and self._reload_requested:
             self._reload_calibration()
         return verdict
@@ -277,48 +264,40 @@ class Sorter:
         if not verdict.accepted:
             self.summary.rejected_by_reason[verdict.reason] += 1
 
-    def _decide(self, item: ItemFrames, t: float, settled: bool = True) -> None:
+    def _decide(self, item: ItemFrames, t: float, event: str) -> None:
+        """One record for ``item``, decided by presence ``event``; it is appended before an
+        actuator error or too many classifier failures end the run."""
         started = time.perf_counter()
-        routing = self.config.routing
-        accepted = item.for_decision(settled, self.config.model.frames_per_item)
-        label, confidence, top3 = "", 0.0, ()
-        bin_name, prediction, model_error = routing.fallback_bin, None, None
-        if not accepted:
-            reason = item.no_frame_reason()
-        else:
-            try:
-                prediction = self.classifier.classify(accepted)
-                self._model_failures = 0
-            except ModelError as exc:  # the item still goes somewhere: the fallback bin
-                log.error("item %d not classified: %s", item.number, exc)
-                reason, model_error = "classifier failed", exc
-                self._model_failures += 1
-        if prediction is not None:
-            label, confidence, top3 = prediction.label, prediction.confidence, prediction.top3
-            bin_name = routing.classes.get(label, routing.fallback_bin)
-            reason = ""
-            if confidence < routing.min_confidence:
-                bin_name, reason = routing.fallback_bin, f"low confidence {confidence:.2f} < {routing.min_confidence:.2f}"
-            elif label not in routing.classes:
-                reason = f"no bin for class {label}"
+        settled = event == "settled"
+        frames = item.for_decision(settled, self.config.model.frames_per_item)
+        decision = classify_item(self.classifier, self.config.routing, item, frames)
+        self._model_failures = self._model_failures + 1 if decision.model_error else 0
+        reason, actuator_error = how_decided(event, decision), None
         if self._stop_signal is None:
-            self.actuators.actuate(bin_name, self._actuator_time_s(t))
+            try:
+                self.actuators.actuate(decision.bin, self._actuator_time_s(t))
+            except ActuatorError as exc:
+                actuator_error = exc
+                reason = f"actuator failed ({exc})" + (f"; {reason}" if reason else "")
         else:  # stopping: every actuator stays safe
             reason = "stopping: not actuated" + (f" ({reason})" if reason else "")
         latency_ms = (time.perf_counter() - started) * 1000
-        event = SortEvent(
-            ts=utc_iso(ms=True), source_time=t, item=item.number, label=label, confidence=confidence,
-            top3=top3, bin=bin_name, reason=reason, frames_used=len(accepted),
-            frames_rejected=sum(item.rejected.values()), reject_reasons=dict(item.rejected),
-            latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],
+        record = SortEvent(
+            ts=utc_iso(ms=True), source_time=t, item=item.number, label=decision.label,
+            confidence=decision.confidence, top3=decision.top3, bin=decision.bin, reason=reason,
+            frames_used=decision.frames_used, frames_rejected=sum(item.rejected.values()),
+            reject_reasons=dict(item.rejected), latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],
             calibration_id=self.calibration_id, settled=settled)
-        self.sortlog.append(event)
-        self._sorted = (item.number, bin_name, t)
+        self.sortlog.append(record)
+        self._sorted = None if event == "left" else (item.number, decision.bin, t)
         self.summary.items += 1
-        self.summary.items_per_bin[bin_name] += 1
+        self.summary.items_per_bin[decision.bin] += 1
+        self.summary.unsettled += not settled
         self.summary.latencies_ms.append(latency_ms)
-        log.info("item %d at %.2f s: %s (%.2f) -> %s%s", item.number, t, label or "-", confidence,
-                 bin_name, f" [{reason}]" if reason else "")
+        log.info("item %d at %.2f s: %s (%.2f) -> %s%s", item.number, t, decision.label or "-",
+                 decision.confidence, decision.bin, f" [{reason}]" if reason else "")
+        if actuator_error is not None:
+            raise actuator_error
         if self._model_failures >= MAX_MODEL_FAILURES_IN_A_ROW:  # not a bad item: a broken model
             raise ModelError(f"the classifier failed on {self._model_failures} items in a row; "
-                             f"the last: {model_error}")
+                             f"the last: {decision.model_error}")

@@ -1,29 +1,46 @@
 """Presence and settling: is an item on the board, has it stopped moving, has it left?
 
-Frames are compared with the empty-board reference at 128x96 in grey levels, after a global
-gain compensation (the median ratio frame/reference), so a change of light over the whole board
-is not an item. States move EMPTY -> OCCUPIED -> SETTLED -> EMPTY; the ``settled`` event fires
-once per item (or ``unsettled`` when an item keeps moving for ``max_settle_s``), and the
-next item is armed once the board has been empty for ``clear_s``. A settled board that is
-disturbed and comes to rest looking different (a second item dropped on the first, one item
-swapped for another, debris left behind by the actuators) counts as a new arrival; the same
-view after a disturbance (a hand passing, glare) does not. All times are the frames' own
-timestamps (seconds of source time).
+Frames are compared with the empty-board reference at 128x96 in each colour channel, after a
+global gain compensation (the light's gain, see :func:`device.board_view.relative_gain`), so a
+change of light over the whole board is not an item, and with differences that a camera
+shaking by a pixel or two does not fool (:mod:`device.board_view`). States move EMPTY -> OCCUPIED -> SETTLED -> EMPTY.
 
-Without a reference from calibration, the first ``learn_s`` seconds of frames (an empty scene)
-are taken as the board (state LEARNING).
+Every arrival that stays ``min_item_s`` is an item and gets exactly one deciding event:
+``settled`` once it has been still for ``settle_s``; ``unsettled`` when it keeps moving for
+``max_settle_s``; ``left`` when it leaves before either (the board empty for ``clear_s``). An
+arrival that is gone sooner (a hand passing, a flash) is ``passed``: not an item. Frames the
+gate rejected (a flash, glare, an overexposed frame) count neither as motion nor as stillness
+nor as an empty board; only an overexposed frame counts as "something is there", so an item
+whose every frame is blown out still arrives and leaves once. A settled board that is disturbed
+and comes to rest looking different (a second item dropped on the first, one item swapped for
+another, debris left behind by the actuators) counts as a new arrival; the same view after a
+disturbance (a hand passing, glare) does not. All times are the frames' own timestamps.
+
+Without a reference from calibration (state LEARNING), the board is learned from a still run
+of ``learn_s`` seconds that looks like an empty board (:mod:`device.board_learning`); an item
+lying there at start is decided (``settled``) instead and learning waits for the empty board.
+A calibration's board is checked when the scene first lies still: a view that differs from it
+is warned about once (and sorted as an item).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-SMALL_SIZE = (128, 96)
-MAX_LEARN_FRAMES = 32  # the board reference is the median of at most this many frames
+from device.board_learning import BoardLearner
+from device.board_view import changed_mask, relative_gain, shake_tolerant_diff, to_small_view
+
+log = logging.getLogger(__name__)
+
+EPS_S = 1e-6  # frame timestamps are sums of floats: 3.2 + 0.3 must reach 3.5
+#: A settled board that comes to rest again is a new item only when it differs from its settled
+#: view by diff_level x RESETTLE_LEVEL on item_frac x RESETTLE_SHARE of the board: an item
+#: nudged by a hand or the actuator is not a second item.
+RESETTLE_LEVEL, RESETTLE_SHARE = 2.0, 4.0
 
 
 class State(enum.Enum):
@@ -35,31 +52,43 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class PresenceSettings:
-    diff_level: float = 28.0  # grey levels from the board that count as "changed"
-    item_frac: float = 0.02  # changed share of the board that means an item is there
-    empty_frac: float = 0.008  # changed share below which the board is empty
-    motion_level: float = 14.0  # grey levels frame-to-frame that count as motion
+    diff_level: float = 12.0  # levels (any colour channel) from the board that count as "changed"
+    item_frac: float = 0.005  # changed share of the board that means an item is there
+    empty_frac: float = 0.002  # changed share below which the board is empty
+    motion_level: float = 14.0  # levels (any colour channel) frame-to-frame that count as motion
     settle_motion_frac: float = 0.01  # moving share below which the item is still
     settle_s: float = 0.5  # still for this long = settled
     max_settle_s: float = 4.0  # present this long without settling = decide anyway ("unsettled")
     clear_s: float = 0.3  # empty for this long = departed
-    learn_s: float = 1.0  # reference learned from this much empty scene without calibration
+    min_item_s: float = 0.5  # an arrival gone sooner is not an item (a hand passing, a flash)
+    learn_s: float = 1.0  # reference learned from this much still, empty scene without calibration
     adapt_rate: float = 0.02  # how fast the reference follows slow drift while empty
     stuck_warn_s: float = 30.0  # an item still on the board this long after it was sorted: warn (0: never)
+
+
+#: The events that decide an item (one per item).
+DECIDING_EVENTS = ("settled", "unsettled", "left")
 
 
 @dataclass(frozen=True)
 class PresenceUpdate:
     state: State
-    event: str  # "", "learned", "arrived", "settled", "unsettled" (gave up waiting), "departed"
+    event: str  # "", "learned", "arrived", "passed", "departed" or one of DECIDING_EVENTS
     changed_frac: float
-    motion_frac: float
+    motion_frac: float  # 1.0 for a frame presence did not compare (rejected, the first)
     stable: bool  # the frame is part of a still run (usable for classification)
+    on_item: bool = False  # the frame shows the item being decided (its frames for the decision)
 
 
-def to_small_gray(image: np.ndarray) -> np.ndarray:
-    small = cv2.resize(image, SMALL_SIZE, interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), (3, 3), 0).astype(np.float32)
+@dataclass(frozen=True, eq=False)
+class View:
+    """A frame as presence sees it: the small view (gain-compensated when there is a reference)
+    and, with a reference, the changed region (the item mask the gate judges clipping by)."""
+
+    image: np.ndarray = field(repr=False)
+    small: np.ndarray = field(repr=False)
+    changed: np.ndarray | None = field(default=None, repr=False)
+    gain: float = 1.0  # the light's gain against the reference
 
 
 class PresenceDetector:
@@ -68,89 +97,120 @@ class PresenceDetector:
         self.state = State.LEARNING
         self.reference_image: np.ndarray | None = None
         self._ref: np.ndarray | None = None
-        self._learning: list[np.ndarray] = []
-        self._learn_start: float | None = None
-        self._prev: np.ndarray | None = None
+        self._learner = BoardLearner(settings)
+        self._prev: np.ndarray | None = None  # last accepted view
+        self._gain: float | None = None  # the light's gain in the last accepted frame
         self._still_since: float | None = None
         self._empty_since: float | None = None
         self._arrived_at = 0.0
+        self._fresh = False  # arrived on an empty board (not a change of a settled one)
         self._settled_view: np.ndarray | None = None  # what the board looked like when it settled
         self._disturbed = False  # moved since it settled
+        self._check_start = reference is not None  # compare the first still view with it
         if reference is not None:
             self.set_reference(reference)
 
     def set_reference(self, board: np.ndarray) -> None:
         """Use ``board`` (uint8 HxWx3 RGB of the empty board) as the reference."""
         self.reference_image = board
-        self._ref = to_small_gray(board)
+        self._ref = to_small_view(board)
         if self.state is State.LEARNING:
             self.state = State.EMPTY
 
-    def update(self, image: np.ndarray, timestamp_s: float, *, overexposed: bool = False) -> PresenceUpdate:
-        """Advance with one frame. ``overexposed`` (from the gate) counts as a changed board:
-        an item whose every frame is blown out still arrives, settles and leaves once."""
-        s = self.settings
-        small = to_small_gray(image)
+    def view(self, image: np.ndarray) -> View:
+        small = to_small_view(image)
         if self._ref is None:
-            return self._learn(image, small, timestamp_s)
-        ratio = (small + 1.0) / (self._ref + 1.0)
-        gain = float(np.median(ratio))
-        compensated = small / max(gain, 1e-3)
-        changed_frac = 1.0 if overexposed else self._changed_share(compensated, self._ref)
-        motion_frac = 1.0 if self._prev is None else float((np.abs(compensated - self._prev) > s.motion_level).mean())
-        self._prev = compensated
-        if motion_frac < s.settle_motion_frac:
-            self._still_since = timestamp_s if self._still_since is None else self._still_since
-        else:
-            self._still_since = None
-        still_for = 0.0 if self._still_since is None else timestamp_s - self._still_since
+            return View(image, small)
+        gain = relative_gain(small, self._ref, self._gain)
+        compensated = small / gain
+        return View(image, compensated, changed_mask(compensated, self._ref, self.settings.diff_level), gain)
+
+    def update(self, frame: np.ndarray | View, timestamp_s: float, reject_reason: str = "") -> PresenceUpdate:
+        """Advance with one frame (an image or its :meth:`view`); ``reject_reason`` is the
+        gate's reason when it rejected the frame."""
+        view = frame if isinstance(frame, View) else self.view(frame)
+        if self._ref is None:
+            return self._learn(view, timestamp_s)
+        s, t = self.settings, timestamp_s
+        rejected = bool(reject_reason)
+        overexposed = reject_reason == "overexposed"
+        changed_frac = 1.0 if overexposed else float(view.changed.mean())
+        motion_frac = 1.0
+        if not rejected:  # a rejected frame is neither motion nor stillness nor an empty board
+            self._gain = view.gain
+            if self._prev is not None:
+                motion_frac = float((shake_tolerant_diff(view.small, self._prev) > s.motion_level).mean())
+            self._prev = view.small
+            still = motion_frac < s.settle_motion_frac
+            self._still_since = (self._still_since if self._still_since is not None else t) if still else None
+            self._empty_since = ((self._empty_since if self._empty_since is not None else t)
+                                 if changed_frac < s.empty_frac else None)
+        still_for = 0.0 if self._still_since is None else t - self._still_since
+        if self._check_start and not rejected and still_for + EPS_S >= s.settle_s:
+            self._check_start = False
+            if changed_frac > s.item_frac:
+                log.warning("the view at start differs from the board reference on %.0f%% of the board: an item "
+                            "on it is sorted now; if the board is empty, the camera or the board moved "
+                            "(recalibrate)", 100 * changed_frac)
         event = ""
         if self.state is State.EMPTY:
-            if changed_frac > s.item_frac:
+            if changed_frac > s.item_frac:  # rejected or not: something is there
                 self.state, event = State.OCCUPIED, "arrived"
-                self._arrived_at = timestamp_s
-            elif motion_frac < s.settle_motion_frac and s.adapt_rate > 0:
-                self._ref += s.adapt_rate * (compensated - self._ref)
+                self._arrived_at, self._fresh, self._empty_since = t, True, None
+            elif not rejected and self._still_since is not None and s.adapt_rate > 0:
+                self._ref += s.adapt_rate * (view.small - self._ref)
         elif self.state is State.OCCUPIED:
-            if changed_frac < s.empty_frac:
-                self.state, event = State.EMPTY, "departed"  # left before it settled
-            elif still_for >= s.settle_s:
-                self.state, event = State.SETTLED, "settled"
-            elif timestamp_s - self._arrived_at >= s.max_settle_s:
-                self.state, event = State.SETTLED, "unsettled"
-            if self.state is State.SETTLED:
-                self._settled_view, self._disturbed = compensated, False
+            event = self._occupied(view, t, changed_frac, still_for, rejected)
         elif self.state is State.SETTLED:
-            if changed_frac < s.empty_frac:
-                self._empty_since = timestamp_s if self._empty_since is None else self._empty_since
-                if timestamp_s - self._empty_since >= s.clear_s:
-                    self.state, event = State.EMPTY, "departed"
-                    self._empty_since = None
-            else:
-                self._empty_since = None
-                if motion_frac >= s.settle_motion_frac and not overexposed:
-                    self._disturbed = True
-                elif self._disturbed and still_for >= s.settle_s:
-                    self._disturbed = False
-                    if self._changed_share(compensated, self._settled_view) > s.item_frac:
-                        self.state, event = State.OCCUPIED, "arrived"  # settles after settle_s more
-                        self._arrived_at = self._still_since = timestamp_s
-        stable = self.state in (State.OCCUPIED, State.SETTLED) and self._still_since is not None
-        return PresenceUpdate(self.state, event, changed_frac, motion_frac, stable)
+            event = self._settled(view, t, changed_frac, motion_frac, still_for, rejected)
+        stable = (not rejected and self.state in (State.OCCUPIED, State.SETTLED) and self._still_since is not None)
+        on_item = (self.state is State.OCCUPIED and (rejected or changed_frac >= s.empty_frac)) \
+            or event in ("settled", "unsettled")
+        return PresenceUpdate(self.state, event, changed_frac, motion_frac, stable, on_item)
 
-    def _changed_share(self, view: np.ndarray, reference: np.ndarray) -> float:
-        """Share of the board where ``view`` differs from ``reference`` by > ``diff_level``."""
-        return float((np.abs(view - reference) > self.settings.diff_level).mean())
+    def _occupied(self, view: View, t: float, changed_frac: float, still_for: float, rejected: bool) -> str:
+        s = self.settings
+        if self._empty_since is not None and t - self._empty_since + EPS_S >= s.clear_s:
+            self.state = State.EMPTY
+            stayed_s = self._empty_since - self._arrived_at
+            self._empty_since = None
+            return "passed" if self._fresh and stayed_s + EPS_S < s.min_item_s else "left"
+        event = ""
+        if not rejected and changed_frac >= s.empty_frac and still_for + EPS_S >= s.settle_s:
+            event = "settled"
+        elif t - self._arrived_at + EPS_S >= s.max_settle_s:
+            event = "unsettled"
+        if event:
+            self.state = State.SETTLED
+            self._settled_view, self._disturbed = view.small, False
+        return event
 
-    def _learn(self, image: np.ndarray, small: np.ndarray, timestamp_s: float) -> PresenceUpdate:
-        if self._learn_start is None:
-            self._learn_start = timestamp_s
-        if len(self._learning) < MAX_LEARN_FRAMES:
-            self._learning.append(image)
-        if timestamp_s - self._learn_start < self.settings.learn_s:
-            return PresenceUpdate(State.LEARNING, "", 0.0, 0.0, False)
-        board = np.median(np.stack(self._learning), axis=0).astype(np.uint8)
-        self._learning = []
-        self.set_reference(board)
-        self._prev = small
-        return PresenceUpdate(self.state, "learned", 0.0, 0.0, False)
+    def _settled(self, view: View, t: float, changed_frac: float, motion_frac: float, still_for: float,
+                 rejected: bool) -> str:
+        s = self.settings
+        if self._empty_since is not None:
+            if t - self._empty_since + EPS_S >= s.clear_s:
+                self.state, self._empty_since = State.EMPTY, None
+                return "departed"
+            return ""
+        if rejected:
+            return ""
+        if motion_frac >= s.settle_motion_frac:
+            self._disturbed = True
+        elif self._disturbed and still_for + EPS_S >= s.settle_s:
+            self._disturbed = False
+            if (changed_mask(view.small, self._settled_view, s.diff_level * RESETTLE_LEVEL).mean()
+                    > s.item_frac * RESETTLE_SHARE):
+                self.state = State.OCCUPIED  # settles after settle_s more
+                self._arrived_at, self._still_since, self._fresh = t, t, False
+                return "arrived"
+        return ""
+
+    def _learn(self, view: View, t: float) -> PresenceUpdate:
+        step = self._learner.update(view.image, view.small, t)
+        if step.board is not None:
+            self.set_reference(step.board)
+            self._prev = to_small_view(step.board)
+            return PresenceUpdate(self.state, "learned", 0.0, step.motion_frac, False)
+        return PresenceUpdate(State.LEARNING, step.event, step.deviation_frac, step.motion_frac, step.stable,
+                              on_item=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,12 +23,14 @@ from device.actuators import BinActuators, resolve_pin_factory
 from device.camera import check_source_option, open_camera
 from device.classifier import Classifier
 from device.config import Config, load_config, routing_problems
-from device.errors import CalibrationError, UsageError
-from calibration.store import load_with_board
+from device.errors import ConfigError, UsageError
+from calibration.store import is_absent, load_for_camera
 from device.loop import Sorter
 from device.notify import Notifier
 from device.runtime_status import RuntimeStatus, write_runtime_status
+from device.safe_open import is_regular_or_absent, show_path
 from device.sortlog import SortLog, utc_iso
+from device.startup_signals import StartupSignals
 
 log = logging.getLogger(__name__)
 
@@ -60,35 +63,44 @@ def effective_config(args) -> Config:
     return config
 
 
-def load_calibration_for(path: Path, size: tuple[int, int]):
-    """(calibration, board image) from ``path``; CalibrationError when it was made for frames of
-    another size than the camera's configured ``size`` (width, height): its board reference and
-    gate statistics would not describe the frames the sorter sees."""
-    calibration, board = load_with_board(path)
-    if tuple(calibration.image_size) != tuple(size):
-        cw, ch = calibration.image_size
-        raise CalibrationError(f"{path}: image_size {cw}x{ch} of calibration {calibration.id} does not match "
-                               f"the camera's {size[0]}x{size[1]} (camera.width, camera.height); recalibrate "
-                               f"or set the camera size")
-    return calibration, board
+#: The sorter's calibration loader (shared with ``calibrate --check``).
+load_calibration_for = load_for_camera
+
+
+def check_log_path(path: Path) -> None:
+    """ConfigError unless the sort log can be a regular file at ``path``: a FIFO would block the
+    first append, a folder or a name too long would only fail later, record by record."""
+    problem = is_regular_or_absent(path)
+    if problem is not None:
+        raise ConfigError(f"{show_path(path)}: sort log {problem} (log.path, --log)")
 
 
 def main(args) -> int:
+    with StartupSignals() as early:  # from here on a SIGTERM, SIGINT or SIGHUP cannot kill the start
+        return _main(args, early)
+
+
+def _main(args, early: "StartupSignals") -> int:
     config = effective_config(args)
     size = (config.camera.width, config.camera.height)
     calibration_path = Path(config.calibration.path) if config.calibration.path else None
     calibration = None
-    if calibration_path and not calibration_path.exists():
+    if calibration_path and is_absent(calibration_path):
         log.warning("no calibration at %s yet: default gate, board learned at start; "
                     "`waste-sorter calibrate` writes it and reloads the sorter", calibration_path)
     elif calibration_path:
         calibration = load_calibration_for(calibration_path, size)
+    check_log_path(Path(config.log.path))
     classifier = Classifier(config.model.path or None, threads=config.model.threads)
     if args.check_config:
         print(f"config OK; model {classifier.path.name} ({classifier.sha256[:12]}, classes "
               f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}")
         for problem in routing_problems(config, classifier.classes):
             print(f"warning: {problem}")
+        return 0
+    if early.stop_signal is not None:  # stopped while the model loaded: no camera, no GPIO touched
+        log.info("%s during start-up: stopping before the camera and GPIO are opened",
+                 signal.Signals(early.stop_signal).name)
         return 0
     status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
     controls = calibration[0].controls if calibration else None
@@ -107,6 +119,7 @@ def main(args) -> int:
                             notifier=notifier, status_writer=status_writer,
                             clock=time.monotonic if camera.live else None)
             sorter.install_signal_handlers()
+            early.hand_over()  # a signal of the start-up reaches the sorter now
             summary = sorter.run(max_items=args.max_items)
     finally:
         _journal_unwritten(sortlog)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
@@ -16,9 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from device import safe_json
+from device.errors import DataError
+from device.safe_open import MiB, exists_entry, read_regular, show_path
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STATUS_PATH = Path("/run/waste-sorter/status.json")
+MAX_STATUS_BYTES = MiB  # the sorter writes about 1 KiB
 
 
 
@@ -54,20 +60,32 @@ class RuntimeStatus:
             value = raw[name]
             kind = str(f.type)
             if kind == "int":
-                value = int(value)
+                value = _count(value, name)
             elif kind == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"{name}: expected a finite number")
                 value = float(value)
             elif kind == "str":
-                value = str(value)
+                if not isinstance(value, str):
+                    raise ValueError(f"{name}: expected a string")
             else:  # reject_reasons
                 if not isinstance(value, dict):
                     raise ValueError(f"{name}: expected an object")
-                value = {str(k): int(v) for k, v in value.items()}
+                value = {str(k): _count(v, f"{name}.{k}") for k, v in value.items()}
             values[name] = value
         for required in ("updated_utc", "started_utc"):
             if required not in values:
                 raise ValueError(f"{required}: missing")
         return cls(**values)
+
+
+def _count(value: Any, name: str) -> int:
+    """A whole number of the status file (written as an int; an integral float is taken)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name[:40]}: expected a whole number")
+    return value
 
 
 def write_runtime_status(path: Path, status: RuntimeStatus) -> None:
@@ -91,12 +109,16 @@ def write_runtime_status(path: Path, status: RuntimeStatus) -> None:
 
 def read_runtime_status(path: Path) -> RuntimeStatus | None:
     """The status in ``path``; None (with a warning unless it is just absent) when unusable."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not exists_entry(path):
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("%s: unreadable runtime status (%s)", path, exc)
+    try:
+        raw = safe_json.loads(read_regular(path, what="runtime status", error=DataError,
+                                           limit_bytes=MAX_STATUS_BYTES))
+    except DataError as exc:  # a FIFO, a folder, a dangling link, too large ...
+        log.warning("%s", exc)
+        return None
+    except ValueError as exc:
+        log.warning("%s: unreadable runtime status (%s)", show_path(path), exc)
         return None
     if not isinstance(raw, dict):
         log.warning("%s: runtime status is not a JSON object", path)
@@ -114,8 +136,8 @@ def parse_utc(text: str) -> float | None:
         return None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    except (ValueError, OverflowError):  # not a time; a year-1 time with an offset
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()

@@ -10,18 +10,26 @@ When the disk is full or the directory read-only, sorting goes on: records wait 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from device import safe_json
 from device.atomic import fsync_dir
+from device.errors import DataError
+from device.safe_open import MiB, exists_entry, kind_of, open_regular, show_path
 
 log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = MiB  # a record is about 400 bytes; a longer line is skipped as malformed
+TAIL_CHUNK_BYTES = MiB  # how far back at a time a torn last line is searched for its start
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,13 @@ class SortLog:
 
     def _write(self, line: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         try:
-            size_before = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the sorter once its buffer is full
+                raise OSError(errno.EINVAL, f"{kind_of(st.st_mode)}, not a regular file")
+            os.set_blocking(fd, True)
+            size_before = st.st_size
             if not self._tail_checked:
                 size_before = _cut_torn_tail(fd, size_before, self.path)
                 self._tail_checked = True
@@ -167,8 +179,14 @@ def _cut_torn_tail(fd: int, size: int, path: Path) -> int:
     """Truncate a last line without its newline (a crash mid-write); returns the new size."""
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return size
-    chunk = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
-    keep = max(0, size - len(chunk)) + chunk.rfind(b"\n") + 1
+    keep, end = 0, size  # back, a chunk at a time, to the last newline (or the start of the file)
+    while end > 0:
+        start = max(0, end - TAIL_CHUNK_BYTES)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
     os.ftruncate(fd, keep)
     log.warning("%s: removed a torn last line (%d bytes) left by an interrupted write", path, size - keep)
     return keep
@@ -177,36 +195,77 @@ def _cut_torn_tail(fd: int, size: int, path: Path) -> int:
 def log_files(path: Path) -> list[Path]:
     """The current log and its rotated files, oldest first."""
     path = Path(path)
+    prefix = path.name + "."
     rotated = []
-    for candidate in path.parent.glob(path.name + ".*"):
-        suffix = candidate.name[len(path.name) + 1:]
-        if suffix.isdigit():
-            rotated.append((int(suffix), candidate))
+    try:  # not glob(): a log named "sort[1].jsonl" is no pattern
+        names = os.listdir(path.parent)
+    except (OSError, ValueError):  # no folder (yet), or one this user cannot list
+        names = []
+    for name in names:
+        suffix = name[len(prefix):] if name.startswith(prefix) else ""
+        if suffix.isascii() and suffix.isdigit():
+            rotated.append((int(suffix), path.with_name(name)))
     files = [p for _, p in sorted(rotated, reverse=True)]
-    return files + ([path] if path.exists() else [])
+    return files + ([path] if exists_entry(path) else [])
 
 
 def read_lines_from(file: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Records of the complete lines of ``file`` from byte ``offset``, and the offset after the
-    last complete line. A torn last line (a crash mid-write) is left for later; malformed or
-    non-object lines are skipped."""
+    last complete line. A torn last line (a crash mid-write) is left for later; blank and
+    non-object lines are passed over, malformed ones (not JSON, non-finite numbers, nested too
+    deeply, longer than MAX_LINE_BYTES) skipped with one warning per call. DataError (one line)
+    when ``file`` is not a regular file that can be read (a folder, a FIFO, ...)."""
     try:
-        with open(file, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:  # rotated away while reading
-        return [], offset
-    end = data.rfind(b"\n") + 1
-    records = []
-    for raw in data[:end].splitlines():
+        fh = open_regular(file, what="sort log", error=DataError)
+    except DataError:
+        if not exists_entry(file):  # rotated away while reading
+            return [], offset
+        raise
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    position = offset
+    with fh:
         try:
-            record = json.loads(raw)
-        except ValueError:
-            log.warning("%s: skipped a malformed line", file)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records, offset + end
+            fh.seek(offset)
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line.endswith(b"\n"):
+                    if len(line) <= MAX_LINE_BYTES:
+                        break  # the end, or a torn last line left for later
+                    rest = _bytes_to_newline(fh)  # a line too long to be a record
+                    if rest is None:
+                        break
+                    position += len(line) + rest
+                    skipped += 1
+                    continue
+                position += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    record = safe_json.loads(line)
+                except ValueError:
+                    skipped += 1
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+        except OSError as exc:  # EIO, a file on a vanished network share
+            raise DataError(f"{show_path(file)}: sort log is unreadable ({exc.strerror or exc})") from None
+    if skipped:
+        log.warning("%s: skipped %d malformed line(s)", show_path(file), skipped)
+    return records, position
+
+
+def _bytes_to_newline(fh) -> int | None:
+    """Read on to the next newline: the bytes read, newline included, or None at the end of
+    the file first (a torn over-long last line)."""
+    count = 0
+    while True:
+        chunk = fh.readline(MAX_LINE_BYTES)
+        if not chunk:
+            return None
+        count += len(chunk)
+        if chunk.endswith(b"\n"):
+            return count
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -17,9 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from device.errors import DataError
 from device.logs_cli import record_time, resolve_log_path
 from device.runtime_status import DEFAULT_STATUS_PATH, RuntimeStatus, parse_utc, read_runtime_status
 from device.sortlog import log_files, read_lines_from
+
+log = logging.getLogger(__name__)
 
 SERVICE = "waste-sorter.service"
 STALE_AFTER_S = 30.0  # the sorter rewrites the status file every few seconds
@@ -89,7 +93,11 @@ def format_age(seconds: float | None) -> str:
 
 def collect(status_file: Path, log_path: Path, now: float, service: str) -> dict[str, Any]:
     status: RuntimeStatus | None = read_runtime_status(status_file)
-    last, today = log_today(log_path, now)
+    try:
+        last, today = log_today(log_path, now)
+    except DataError as exc:  # a log that is a folder, a FIFO, ...: the rest is still worth showing
+        log.warning("%s", exc)
+        last, today = None, 0
     report: dict[str, Any] = {"service": service, "status_file": str(status_file), "log": str(log_path),
                               "items_today": today, "last_item": last, "runtime": None}
     if last is not None:

@@ -1,9 +1,12 @@
 """Training data: photos decoded once into memory, augmented as whole batches.
 
 Evaluation images go through the device's own :func:`device.contract.preprocess`; training
-crops are cut from a cached copy and augmented with geometry (random resized crop, flips) and
-light (exposure in linear light with clipping, so the model sees the overexposure a sorter
-meets; brightness, contrast, saturation).
+crops are cut from a cached copy. For a board-normalised contract each photo is first put on a
+random board under a random light (:func:`device.relight.random_condition`: the item, not the
+backdrop, must carry the label), given sensor noise, and passed through the contract's own
+:func:`device.contract.prepare_photo`, as a device frame is. Then geometry (random resized
+crop, flips) and light (exposure in linear light with clipping for contracts without board
+normalisation, so the model sees the overexposure a sorter meets; contrast, saturation).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from device.contract import ModelContract, preprocess, read_rgb
+from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
+from device.relight import cut_out, lay_on_board, light_up, random_condition
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
@@ -40,24 +44,49 @@ def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str)
     return torch.from_numpy(inputs), labels
 
 
-class BatchAugment:
-    """Random crops, flips and light changes for a batch of cached uint8 images."""
+def device_conditions(images: torch.Tensor, contract: ModelContract, relight_prob: float) -> torch.Tensor:
+    """uint8 N x 3 x H x W photos as the device would see them: each (with ``relight_prob``) on
+    a random board under a random light with sensor noise, then the contract's pixel step."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))  # torch's RNG: resumable
+    out = np.empty((len(images), images.shape[2], images.shape[3], 3), dtype=np.uint8)
+    for i, chw in enumerate(images):
+        rgb = chw.permute(1, 2, 0).numpy()
+        if rng.random() < relight_prob:
+            c = random_condition(rng)
+            rgb = light_up(lay_on_board(cut_out(rgb), c.board), c.light, c.level, c.vignette)
+            noisy = rgb.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), rgb.shape)
+            rgb = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+        out[i] = prepare_photo(rgb, contract)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
 
-    def __init__(self, out_hw: tuple[int, int], mean, std, min_scale: float = 0.25):
+
+class BatchAugment:
+    """Device conditions (board-normalised contracts), random crops, flips and light changes
+    for a batch of cached uint8 images."""
+
+    def __init__(self, out_hw: tuple[int, int], contract: ModelContract, min_scale: float = 0.25,
+                 relight_prob: float = 0.0):
         self.crop = v2.RandomResizedCrop(out_hw, scale=(min_scale, 1.0), ratio=(1.0, 1.8), antialias=True)
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.contract = contract
+        self.flat = contract.flatfield != "none"
+        self.relight_prob = relight_prob
+        self.mean = torch.tensor(contract.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(contract.std).view(1, 3, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.flat:
+            images = device_conditions(images, self.contract, self.relight_prob)
         x = torch.stack([self.crop(img) for img in images]).float() / 255.0
         n = x.shape[0]
         flip_h = torch.rand(n) < 0.5
         flip_v = torch.rand(n) < 0.5
         x[flip_h] = x[flip_h].flip(3)
         x[flip_v] = x[flip_v].flip(2)
-        # Exposure: scale linear light by 2^U(-1.2, 1.5) and clip, as a sensor does.
-        gain = torch.pow(2.0, torch.empty(n, 1, 1, 1).uniform_(-1.2, 1.5))
-        x = (x.pow(2.2) * gain).clamp(0, 1).pow(1 / 2.2)
+        if not self.flat:
+            # Exposure: scale linear light by 2^U(-1.2, 1.5) and clip, as a sensor does (a
+            # board-normalised contract had its light changes in device_conditions).
+            gain = torch.pow(2.0, torch.empty(n, 1, 1, 1).uniform_(-1.2, 1.5))
+            x = (x.pow(2.2) * gain).clamp(0, 1).pow(1 / 2.2)
         contrast = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3)
         x = (x - x.mean((1, 2, 3), keepdim=True)) * contrast + x.mean((1, 2, 3), keepdim=True)
         gray = x.mean(1, keepdim=True)

@@ -1,11 +1,18 @@
 """Evaluate a model on a folder of labelled photos, through the device's own classifier.
 
     waste-sorter evaluate --data DIR [--model M] [--split S --subset test] [--out-dir D] [--json]
+                          [--relight all | --relight grey,warm,dim,green]
 
 Needs only the device dependencies (onnxruntime, OpenCV, numpy). Without ``--model`` the
 device's default model is evaluated. Class folders are matched to the model's classes by name,
 in any case (``Cardboard/`` holds cardboard); a folder may hold only some of the classes.
 Photos that cannot be read are skipped with a warning and listed in the report.
+
+``--relight`` measures the model under device conditions as well: each photo's own background
+and light are taken out and the item is put on one board under one light
+(:mod:`device.relight`: a grey board, the same under warm tungsten-like light, at 60% light, and
+a green board). Each condition reports accuracy, per-class figures and the share of photos
+whose label changed from the photo as it is ("label changed by relighting").
 
 PNGs (the confusion matrix and the most confidently wrong photos) are written only with
 ``--out-dir``, and only where matplotlib is installed (``pip install matplotlib``; it is not a
@@ -25,7 +32,8 @@ import numpy as np
 
 from device.classifier import Classifier
 from device.contract import read_rgb
-from device.errors import DataError
+from device.errors import DataError, UsageError
+from device.relight import CONDITIONS, relight
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "without this option no PNGs are written")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--relight", metavar="NAMES",
+                   help=f"also measure on the photos relit onto one board: 'all' or a comma-separated "
+                        f"list of {', '.join(CONDITIONS)}")
+
+
+def relight_names(value: str | None) -> list[str]:
+    """The conditions named by ``--relight`` (``all``: every one), or a UsageError."""
+    if not value:
+        return []
+    names = list(CONDITIONS) if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown or not names:
+        raise UsageError(f"--relight: unknown condition {', '.join(unknown) or repr(value)} "
+                         f"(choose all or some of {', '.join(CONDITIONS)})")
+    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -108,14 +131,16 @@ def class_index(name: str, classes: tuple[str, ...]) -> int | None:
     return folded[0] if len(folded) == 1 else None
 
 
-def evaluate(classifier: Classifier, items: list[tuple[Path, int]], batch: int = 32) -> Evaluation:
-    """Score every readable photo; an unreadable one is logged and listed in ``skipped``."""
+def evaluate(classifier: Classifier, items: list[tuple[Path, int]], batch: int = 32,
+             condition: str | None = None) -> Evaluation:
+    """Score every readable photo (relit under ``condition`` if one is named); an unreadable one
+    is logged and listed in ``skipped``."""
     probs, done, skipped = [], [], []
     for start in range(0, len(items), batch):
         images = []
         for path, label in items[start:start + batch]:
             try:
-                images.append(read_rgb(str(path)))
+                images.append(load_photo(str(path), condition))
             except DataError as exc:  # names the file
                 log.warning("skipped %s", exc)
                 skipped.append(str(path))
@@ -126,6 +151,31 @@ def evaluate(classifier: Classifier, items: list[tuple[Path, int]], batch: int =
     return Evaluation(classifier.classes, np.array([label for _, label in done], dtype=np.int64),
                       np.concatenate(probs) if probs else np.zeros((0, len(classifier.classes))),
                       tuple(str(p) for p, _ in done), tuple(skipped))
+
+
+def load_photo(path: str, condition: str | None = None) -> np.ndarray:
+    """A photo as it is, or relit under one of :data:`device.relight.CONDITIONS`."""
+    rgb = read_rgb(path)
+    return relight(rgb, CONDITIONS[condition]) if condition else rgb
+
+
+def relit_summary(e: Evaluation, photo: Evaluation) -> dict:
+    """A relit evaluation's summary plus the share of photos whose label relighting changed."""
+    same = dict(zip(photo.paths, photo.predictions))
+    changed = [same[p] != pred for p, pred in zip(e.paths, e.predictions) if p in same]
+    return {**e.summary(), "label_changed": float(np.mean(changed)) if changed else 0.0}
+
+
+def format_conditions(photo: Evaluation, relit: dict[str, Evaluation]) -> str:
+    lines = ["device conditions (each photo's item on one board under one light)",
+             f"{'condition':<10} accuracy  label changed  " + "  ".join(f"{c[:8]:>8}" for c in photo.classes)]
+    for name, e in {"photo": photo, **relit}.items():
+        s = relit_summary(e, photo)
+        recalls = "  ".join(f"{100 * m['recall']:7.1f}%" for m in s["per_class"].values())
+        changed = "" if name == "photo" else f"{100 * s['label_changed']:.1f}%"
+        lines.append(f"{name:<10} {100 * s['accuracy']:7.2f}%  {changed:>13}  {recalls}")
+    lines.append("(columns after 'label changed': recall per class)")
+    return "\n".join(lines)
 
 
 def format_report(e: Evaluation) -> str:
@@ -145,7 +195,9 @@ def format_report(e: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def write_plots(e: Evaluation, out_dir: Path) -> list[Path]:
+def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None) -> list[Path]:
+    """confusion.png and most_confused.png (``_NAME`` added for a relit condition, whose photos
+    are shown relit)."""
     try:
         import matplotlib
 
@@ -165,7 +217,10 @@ def write_plots(e: Evaluation, out_dir: Path) -> list[Path]:
     for (i, j), v in np.ndenumerate(c):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > c.max() / 2 else "black")
     fig.tight_layout()
-    paths = [out_dir / "confusion.png"]
+    suffix = f"_{condition}" if condition else ""
+    if condition:
+        ax.set_title(f"{condition}: {ax.get_title()}")
+    paths = [out_dir / f"confusion{suffix}.png"]
     fig.savefig(paths[0], dpi=120)
     plt.close(fig)
     wrong = e.most_confused(16)
@@ -174,19 +229,20 @@ def write_plots(e: Evaluation, out_dir: Path) -> list[Path]:
         rows = (len(wrong) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
         for ax, (path, true, pred, conf) in zip(axes.ravel(), wrong):
-            ax.imshow(read_rgb(path))
+            ax.imshow(load_photo(path, condition))
             ax.set_title(f"{Path(path).name}\ntrue {true} / said {pred} {conf:.2f}", fontsize=8)
         for ax in axes.ravel():
             ax.axis("off")
         fig.suptitle("most confidently wrong")
         fig.tight_layout()
-        paths.append(out_dir / "most_confused.png")
+        paths.append(out_dir / f"most_confused{suffix}.png")
         fig.savefig(paths[1], dpi=100)
         plt.close(fig)
     return paths
 
 
 def main(args) -> int:
+    conditions = relight_names(args.relight)
     classifier = Classifier(args.model, threads=args.threads)
     items = photo_list(args.data, classifier.classes, args.split, args.subset)
     if not items:
@@ -194,15 +250,20 @@ def main(args) -> int:
     result = evaluate(classifier, items)
     if not len(result.labels):
         raise DataError(f"{args.data}: none of the {len(items)} photos could be read")
+    relit = {name: evaluate(classifier, items, condition=name) for name in conditions}
     if args.json:
+        extra = {"relit": {name: relit_summary(e, result) for name, e in relit.items()}} if relit else {}
         print(json.dumps({**result.summary(), "model": str(classifier.path),
-                          "model_sha256": classifier.sha256}))
+                          "model_sha256": classifier.sha256, **extra}))
     else:
         print(format_report(result))
+        if relit:
+            print("\n" + format_conditions(result, relit))
     if args.out_dir:
         try:
-            for path in write_plots(result, args.out_dir):
-                log.info("wrote %s", path)
+            for condition, e in {None: result, **relit}.items():
+                for path in write_plots(e, args.out_dir, condition):
+                    log.info("wrote %s", path)
         except OSError as exc:  # the result is printed already: a lost PNG is only a warning
             log.warning("could not write the PNGs to %s (%s)", args.out_dir, exc)
     return 0

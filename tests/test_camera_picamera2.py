@@ -8,6 +8,7 @@ calls the backend makes and fails where a test asks it to.
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 
@@ -128,3 +129,54 @@ def test_controls_refused_by_a_running_camera_are_a_one_line_camera_error(fake_p
         with pytest.raises(CameraError) as info:
             camera.set_controls(CONTROLS)
     assert str(info.value) == "picamera2: exposure controls not applied (libcamera: set_controls failed)"
+
+
+CAPTURING = FAKE + '''
+import numpy
+METADATA = []  # one dict per frame to capture
+
+
+class Request:
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+    def make_array(self, name):
+        return numpy.zeros((6, 8, 3), numpy.uint8)
+
+    def get_metadata(self):
+        return self.metadata
+
+    def release(self):
+        CALLS.append("release")
+
+
+def capture_request(self, wait=True):
+    return METADATA.pop(0)
+
+
+def wait(self, job, timeout=None):
+    return Request(job)
+
+
+Picamera2.capture_request = capture_request
+Picamera2.wait = wait
+'''
+
+
+def test_frames_without_a_sensor_timestamp_are_timed_on_the_monotonic_clock(fake_picamera2, caplog):
+    """Two frames with SensorTimestamp, then three without: time goes on from the last sensor
+    time by the monotonic clock (it used to be 0 for each of them: nothing would ever settle),
+    said once, naming the frame."""
+    fake_picamera2(CAPTURING)
+    import picamera2
+    from device.camera_picamera2 import Picamera2Camera
+
+    picamera2.METADATA[:] = [{"SensorTimestamp": 5_000_000_000}, {"SensorTimestamp": 5_100_000_000},
+                             {}, {"SensorTimestamp": 0}, {}]
+    monotonic_ns = iter([70_000_000_000, 70_100_000_000, 70_300_000_000, 70_400_000_000, 70_600_000_000])
+    with caplog.at_level(logging.WARNING, logger="device.camera_picamera2"), \
+            Picamera2Camera(0, size=(8, 6), controls=None, clock_ns=lambda: next(monotonic_ns)) as camera:
+        times = [camera.capture().timestamp_s for _ in range(5)]
+    assert times == pytest.approx([0.0, 0.1, 0.3, 0.4, 0.6])
+    assert [r.getMessage() for r in caplog.records] == [
+        "picamera2: frame 2 has no SensorTimestamp: timing frames on the monotonic clock from now on"]

@@ -8,6 +8,7 @@ real threading.Event for its timeout and then raises CameraError, as the live ba
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -218,3 +219,49 @@ def test_run_command_exits_74_when_the_camera_stops(scene, tmp_path, colour_mode
     assert err == f"waste-sorter run: error: stalling: no frame within {TIMEOUT_S:.1f} s\n"
     assert opened[0].frames == stop_after
     assert [r["bin"] for r in read_records(log_path)] == ["paper"]
+
+
+def corrupt_copy(source: Path, target: Path, start: float = 0.5, length: float = 0.1) -> Path:
+    """``source`` with a stretch of its bytes scrambled (as a bad sector or a broken download would)."""
+    data = bytearray(source.read_bytes())
+    a, b = int(len(data) * start), int(len(data) * (start + length))
+    data[a:b] = bytes(x ^ 0x5A for x in data[a:b])
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_corrupt_stretch_in_a_video_is_skipped_with_a_warning_naming_its_frames(scene, tmp_path, caplog):
+    """The frames after the stretch are still read, at their own times (they used to end the run
+    there, with exit 0 and no word)."""
+    path = corrupt_copy(scene[0], tmp_path / "corrupt.mp4")
+    with caplog.at_level(logging.WARNING, logger="device.camera_opencv"), VideoFileCamera(path) as camera:
+        frames = []
+        while (frame := camera.capture()) is not None:
+            frames.append(frame)
+        total = camera.frame_count
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    match = re.search(r"corrupt\.mp4: frame\(s\) (\d+)-(\d+) could not be decoded \(a corrupt stretch\): skipped",
+                      warnings[0])
+    assert match, warnings
+    first, last = int(match.group(1)), int(match.group(2))
+    assert 0 < first <= last < total - 1
+    indexes = [f.index for f in frames]
+    assert indexes == [i for i in range(total) if not first <= i <= last]
+    assert all(f.timestamp_s == pytest.approx(f.index / camera.fps) for f in frames)
+
+
+def test_a_video_that_ends_before_its_announced_length_warns(tmp_path, caplog):
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(30):
+        writer.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    writer.release()
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])  # a copy cut short
+    with caplog.at_level(logging.WARNING, logger="device.camera_opencv"), VideoFileCamera(path) as camera:
+        count = 0
+        while camera.capture() is not None:
+            count += 1
+    assert 0 < count < 30
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: video ended at frame {count}, but its header announces 30 frames (a decode error or a truncated file)"]

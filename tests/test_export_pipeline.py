@@ -7,16 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from device.classifier import Classifier
-from device.cli import main as cli_main
-from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract
-from device.errors import DataError
-from export.evaluate import Evaluation
-from export.models import checkpoint_weights, load_checkpoint
-from export.package import read_metadata
-from export.split import load_split, make_split
+torch = pytest.importorskip("torch")  # the train extra; a device-only install skips this file
+
+from device.classifier import Classifier  # noqa: E402
+from device.cli import main as cli_main  # noqa: E402
+from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract  # noqa: E402
+from device.errors import DataError  # noqa: E402
+from export.evaluate import Evaluation  # noqa: E402
+from export.models import checkpoint_weights, load_checkpoint  # noqa: E402
+from export.package import read_metadata  # noqa: E402
+from export.split import load_split, make_split  # noqa: E402
 
 PER_CLASS = 8
 
@@ -95,9 +96,18 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
                      "--max-delta", "-1"]) == 79
     assert "ONNX output differs from PyTorch" in capsys.readouterr().err
     assert not refused_fp32.exists() and not refused_fp32.with_suffix(".manifest.json").exists()
+    # A refused export onto a good model's path leaves that model and its manifest as they were.
+    good = fp32.read_bytes(), fp32.with_suffix(".manifest.json").read_bytes()
+    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
+                     "--split", str(teacher / "split.json"), "--out", str(fp32), "--parity-photos", "4",
+                     "--max-delta", "-1"]) == 79
+    assert "nothing written" in capsys.readouterr().err
+    assert (fp32.read_bytes(), fp32.with_suffix(".manifest.json").read_bytes()) == good
     assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
                      str(teacher / "split.json"), "--out", str(int8), "--calibration-photos", "8",
                      "--max-drop", "100", "--report", str(tmp_path / "q.json")]) == 0
+    # Every convolution and residual Add runs in int8 once onnxruntime has optimised the graph.
+    assert json.loads((tmp_path / "q.json").read_text())["fp32_ops_left"] == {}
     refused = tmp_path / "refused.onnx"  # a guard no model passes: nothing may be written
     assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
                      str(teacher / "split.json"), "--out", str(refused), "--calibration-photos", "8",

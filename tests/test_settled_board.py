@@ -191,9 +191,11 @@ def test_the_settling_frame_counts_among_the_still_frames(scene_config, colour_m
     assert [(r["bin"], r["frames_used"]) for r in records] == [("paper", 6)]
 
 
-def test_an_item_seen_only_while_moving_names_its_rejected_still_frames(scene_config, colour_model_path, tmp_path):
-    """Accepted frames while the item slid in, then every still frame blown out: the reason says
-    so, instead of claiming that all frames were rejected."""
+def test_an_item_seen_well_only_while_moving_is_decided_on_those_frames_when_it_leaves(scene_config,
+                                                                                      colour_model_path, tmp_path):
+    """Accepted frames while the item slid in, then every frame blown out until it is gone: the
+    blown-out frames are no stillness, so it never settles; when it leaves it is decided on the
+    frames it was seen on (it used to be sent to the fallback bin for its rejected still frames)."""
     board = make_board(seed=3)
     sliding = []
     for dx in range(0, 100, 20):  # five accepted frames of a moving item
@@ -204,8 +206,10 @@ def test_an_item_seen_only_while_moving_names_its_rejected_still_frames(scene_co
     frames = [board] * 15 + sliding + [white] * 12 + [board] * 10
     records = run_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
     assert len(records) == 1
-    assert records[0]["bin"] == "landfill" and records[0]["frames_used"] == 0
-    assert records[0]["reason"].startswith("all still frames rejected (overexposed x")
+    assert (records[0]["label"], records[0]["bin"], records[0]["settled"]) == ("cardboard", "paper", False)
+    assert records[0]["frames_used"] == 3 and records[0]["reject_reasons"] == {"overexposed": 12}
+    assert records[0]["reason"] == "left before it settled"
+    assert records[0]["source_time"] == pytest.approx(3.2 + scene_config.presence.clear_s)  # board back at 3.2 s
 
 
 def test_frames_of_another_size_than_the_learned_board_end_the_run_with_a_config_error(scene_config,

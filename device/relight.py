@@ -1,0 +1,120 @@
+"""Put a photographed item on another board under another light, as a sorter's camera sees it.
+
+Each photo's own background and light are fitted as a smooth surface from its border
+(:func:`device.flatfield.fit_background`) and divided out; what matches that background is the
+background (a soft mask), the rest is the item. The item, at its reflectance, is laid on a new
+board and lit by a new light with vignetting, in linear light, then clipped as a sensor does.
+
+Used by ``evaluate --relight`` (the device conditions a model is measured under), by training
+(random boards and lights, so a model reads the item and not the backdrop) and by
+``demo-scene`` (every item on one board under one light).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from device.flatfield import fit_background
+
+#: Display gamma used to go between 8-bit values and linear light.
+GAMMA = 2.2
+#: Reflectance assumed for a photo's own background (TrashNet: white poster board).
+PHOTO_BOARD_ALBEDO = 0.85
+#: A pixel whose ratio to the fitted background is within MASK_NEAR of 1 (every channel) is
+#: background; beyond MASK_FAR it is item; in between it is blended.
+MASK_NEAR, MASK_FAR = 0.07, 0.16
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A board and a light: ``board`` reflectance per RGB channel (0-1), ``light`` colour gains,
+    ``level`` the light's intensity (1 = the camera's exposure for this board), ``vignette`` the
+    fall-off at the corners (0 none, 0.4 = corners at 60% light)."""
+
+    name: str
+    board: tuple[float, float, float]
+    light: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    level: float = 1.0
+    vignette: float = 0.3
+
+
+GREY = (0.62, 0.62, 0.62)
+#: The device conditions ``evaluate --relight`` knows (the photos themselves are "photo").
+CONDITIONS: dict[str, Condition] = {
+    "grey": Condition("grey", GREY),
+    "warm": Condition("warm", GREY, light=(1.0, 0.78, 0.52)),  # tungsten-like, about 3000 K
+    "dim": Condition("dim", GREY, level=0.6),
+    "green": Condition("green", (0.30, 0.52, 0.36)),  # a green cutting mat
+}
+
+
+def to_linear(rgb: np.ndarray) -> np.ndarray:
+    return (rgb.astype(np.float32) / 255.0) ** GAMMA
+
+
+def to_uint8(linear: np.ndarray) -> np.ndarray:
+    return (np.clip(linear, 0.0, 1.0) ** (1.0 / GAMMA) * 255.0 + 0.5).astype(np.uint8)
+
+
+def vignette_field(height: int, width: int, strength: float) -> np.ndarray:
+    """HxW light fall-off: 1 in the centre, 1 - strength in the corners."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    r2 = ((xx + 0.5) / width * 2 - 1) ** 2 + ((yy + 0.5) / height * 2 - 1) ** 2
+    return 1.0 - strength * r2 / 2.0
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """A photo taken apart: the item's reflectance (linear, HxWx3) and how much of each pixel is
+    the photo's own background (HxW, 0-1)."""
+
+    reflectance: np.ndarray
+    background: np.ndarray
+
+
+def cut_out(rgb: np.ndarray) -> Cutout:
+    """Divide a photo's fitted background out of it and find where that background shows."""
+    surface = fit_background(rgb)
+    ratio = rgb.astype(np.float32) / surface
+    deviation = np.abs(ratio - 1.0).max(axis=2)
+    mask = np.clip((MASK_FAR - deviation) / (MASK_FAR - MASK_NEAR), 0.0, 1.0)
+    mask = cv2.GaussianBlur(mask, (0, 0), 1.5)
+    reflectance = np.clip(ratio, 0.0, None) ** GAMMA * PHOTO_BOARD_ALBEDO
+    return Cutout(reflectance.astype(np.float32), mask.astype(np.float32))
+
+
+def lay_on_board(cut: Cutout, board: np.ndarray) -> np.ndarray:
+    """Linear HxWx3 albedo: the item where the photo showed an item, ``board`` (HxWx3 or 3)
+    where it showed its own background."""
+    m = cut.background[..., None]
+    return m * np.asarray(board, np.float32) + (1.0 - m) * cut.reflectance
+
+
+def light_up(albedo: np.ndarray, light: tuple[float, float, float], level: float,
+             vignette: float) -> np.ndarray:
+    """uint8 RGB of a linear albedo under a light with vignetting, clipped as a sensor does."""
+    height, width = albedo.shape[:2]
+    illum = vignette_field(height, width, vignette)[..., None] * (level * np.asarray(light, np.float32))
+    return to_uint8(albedo * illum)
+
+
+def relight(rgb: np.ndarray, condition: Condition) -> np.ndarray:
+    """The item of an HxWx3 uint8 photo on ``condition``'s board under its light (uint8 RGB)."""
+    albedo = lay_on_board(cut_out(rgb), condition.board)
+    return light_up(albedo, condition.light, condition.level, condition.vignette)
+
+
+def random_condition(rng: np.random.Generator) -> Condition:
+    """A board and light drawn for training: boards from dark grey to near white in any hue,
+    light from candle-warm to cool daylight, dim to bright, with or without vignetting."""
+    lightness = rng.uniform(0.3, 0.9)
+    hue_tint = rng.uniform(0.55, 1.0, size=3) if rng.random() < 0.6 else np.ones(3)
+    board = tuple(float(v) for v in np.clip(lightness * hue_tint / hue_tint.max(), 0.03, 0.95))
+    warmth = rng.uniform(-0.25, 0.5)  # > 0 warm (less blue), < 0 cool (less red)
+    light = (1.0 - max(0.0, -warmth), 1.0 - 0.45 * abs(warmth), 1.0 - max(0.0, warmth))
+    light = tuple(float(v * rng.uniform(0.92, 1.08)) for v in light)
+    return Condition("random", board, light, level=float(rng.uniform(0.45, 1.5)),
+                     vignette=float(rng.uniform(0.0, 0.5)))

@@ -1,0 +1,345 @@
+"""Render a scene as a sorter's camera films it: items dropped one at a time on one board under
+one light, with the nuisances of a real camera and a real room.
+
+Each item falls in (motion blurred when asked), lies still, and is taken away; between items
+the board is empty. Items are laid on the board with :mod:`device.relight` (a photo's item at
+its reflectance, at the same place and size as in the photo, on the scene's board) and lit
+in linear light with vignetting, then clipped as a sensor does. Per item (``SceneItem.kind``):
+
+- ``normal``; ``overexposed`` (every frame of it blown out); ``glare`` (a few frames with a
+  moving specular highlight); ``flash`` (a few whole-frame flash frames while it rests);
+  ``clip`` (an item white enough that 20-40% of it clips); ``quick`` (taken away after 0.2 s,
+  before it could settle); ``at_start`` (lying on the board when the recording starts).
+
+Over the whole scene (:class:`Nuisances`): camera shake (sub-pixel, every frame), sensor noise,
+light changes over the empty board (a step or a ramp, after given items) and hands passing over
+the empty board (< 0.3 s). Everything is drawn from ``seed``: the same call gives the same video.
+The returned truth records say what happened when (seconds of video time).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from device.errors import DataError
+from device.relight import Cutout, cut_out, lay_on_board, light_up, to_linear, vignette_field
+
+FRAME_SIZE = (512, 384)  # width, height
+KINDS = ("normal", "overexposed", "glare", "flash", "clip", "quick", "at_start")
+OVEREXPOSED_GAIN = 6.0
+CLIP_LEVEL = (250 / 255) ** 2.2  # linear light that the gate counts as clipped
+
+
+@dataclass(frozen=True, eq=False)
+class SceneItem:
+    """One item: a photo (or, on a plain board, the full frame as it looks once settled: RGB)
+    and what happens to it."""
+
+    image: np.ndarray
+    label: str
+    kind: str = "normal"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Timing:
+    fps: float = 10.0
+    lead_in_s: float = 1.5  # empty board at the start (the sorter learns it)
+    fall_s: float = 0.4
+    still_s: float = 1.6
+    leave_s: float = 0.4
+    gap_s: float = 1.0
+    quick_still_s: float = 0.2  # how long a "quick" item rests before it is taken away
+
+
+@dataclass(frozen=True)
+class Nuisances:
+    shake_px: float = 0.0  # camera shake: every frame moves by up to this many pixels (sub-pixel)
+    noise: float = 2.0  # sensor noise, grey levels (standard deviation)
+    motion_blur: bool = False  # blur falling items along their fall
+    #: light changes over the empty board: (after item n, new light level, ramp seconds; 0 = a step)
+    light_changes: tuple[tuple[int, float, float], ...] = ()
+    hands: tuple[int, ...] = ()  # a hand passes over the empty board after these items
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """The one board (linear albedo, HxWx3) under the one light."""
+
+    board: np.ndarray
+    light: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    level: float = 1.0
+    vignette: float = 0.0
+    plain: np.ndarray | None = None  # the uint8 board image a plain stage was made from
+
+
+def plain_stage(board: np.ndarray) -> Stage:
+    """A stage that renders ``board`` (uint8 RGB) as it is: items are full frames on it."""
+    return Stage(to_linear(board), plain=board)
+
+
+def textured_board(size=FRAME_SIZE, seed: int = 0, albedo=(0.5, 0.5, 0.48), texture: float = 0.06) -> np.ndarray:
+    """A grey board with a fine grain and a blotchy texture (linear albedo, HxWx3)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
+    blotches = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 8)
+    pattern = grain / grain.std() + 0.7 * blotches / blotches.std()
+    return (np.asarray(albedo, np.float32)[None, None] * (1 + texture * pattern[..., None])).clip(0.01, 1)
+
+
+def scene_stage(seed: int = 0) -> Stage:
+    """The demo's stage: a textured mid-grey board (white items and dark ones both stand out),
+    neutral light with some vignetting, exposed so that a white item does not clip even when
+    the room gets 30% brighter."""
+    return Stage(textured_board(seed=seed), level=0.8, vignette=0.25)
+
+
+def make_board(size=FRAME_SIZE, seed: int = 0) -> np.ndarray:
+    """A near-white poster board with gentle vignetting and texture (uint8 RGB)."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
+    shade = 1.0 - 0.35 * r2
+    rng = np.random.default_rng(seed)
+    texture = cv2.GaussianBlur(rng.normal(0, 3, (h, w)).astype(np.float32), (0, 0), 3)
+    base = np.array([206, 203, 196], np.float32)
+    board = base[None, None, :] * shade[..., None] + texture[..., None]
+    return np.clip(board, 0, 255).astype(np.uint8)
+
+
+def expose(image: np.ndarray, gain: float) -> np.ndarray:
+    """Scale linear light by ``gain`` and clip, as a longer exposure would."""
+    linear = (image.astype(np.float32) / 255.0) ** 2.2
+    return (np.clip(linear * gain, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
+
+
+def item_cutout(item: SceneItem, stage: Stage) -> Cutout:
+    """The item's reflectance and where its board shows: on a plain stage the pixels that
+    differ from the board are the item; a photo is cut out of its own background."""
+    if stage.plain is not None and item.image.shape == stage.plain.shape:
+        background = np.all(item.image == stage.plain, axis=2).astype(np.float32)
+        return Cutout(to_linear(item.image), background)
+    h, w = stage.board.shape[:2]
+    photo = item.image if item.image.shape[:2] == (h, w) else cv2.resize(item.image, (w, h),
+                                                                          interpolation=cv2.INTER_AREA)
+    return cut_out(photo)
+
+
+def brightened(cut: Cutout, stage: Stage, clipped_share: float, light: float = 1.0) -> Cutout:
+    """The item made white enough that ``clipped_share`` of its area clips under the stage's
+    light (times the room's ``light``)."""
+    item = cut.background < 0.5
+    if not item.any():
+        return cut
+    h, w = item.shape
+    level = stage.level * light
+    illumination = vignette_field(h, w, stage.vignette)[..., None] * (level * np.asarray(stage.light, np.float32))
+    brightest = (cut.reflectance * illumination).max(axis=2)[item]
+    factor = max(1.0, CLIP_LEVEL / max(float(np.quantile(brightest, 1 - clipped_share)), 1e-4))
+    return Cutout(cut.reflectance * factor, cut.background)
+
+
+def still_view(item: SceneItem, stage: Stage, light: float = 1.0) -> np.ndarray:
+    """The item lying still on the stage, the room's light at ``light``: no shake, noise or
+    other nuisance (uint8 RGB)."""
+    albedo = lay_on_board(item_cutout(item, stage), stage.board)
+    return light_up(albedo, stage.light, stage.level * light, stage.vignette)
+
+
+@dataclass
+class _Layer:
+    """An item (or a hand) to composite: reflectance and coverage (1 = item), both HxW(x3)."""
+
+    reflectance: np.ndarray
+    cover: np.ndarray
+
+    @classmethod
+    def of(cls, cut: Cutout) -> "_Layer":
+        cover = 1.0 - cut.background
+        return cls(cut.reflectance * cover[..., None], cover)
+
+    def moved(self, dx: float, dy: float, blur_px: float = 0.0) -> "_Layer":
+        h, w = self.cover.shape
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        refl = cv2.warpAffine(self.reflectance, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+        cover = cv2.warpAffine(self.cover, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+        if blur_px >= 2:  # along the fall (vertical)
+            k = int(blur_px) | 1
+            kernel = np.full((k, 1), 1.0 / k, np.float32)
+            refl, cover = cv2.filter2D(refl, -1, kernel), cv2.filter2D(cover, -1, kernel)
+        return _Layer(refl, cover)
+
+    def over(self, albedo: np.ndarray) -> np.ndarray:
+        return albedo * (1.0 - self.cover[..., None]) + self.reflectance
+
+
+def _hand(h: int, w: int, rng: random.Random) -> tuple[_Layer, float, float]:
+    """A hand and forearm reaching in from the bottom edge: the layer and its sweep (dx per frame)."""
+    cover = np.zeros((h, w), np.float32)
+    x = rng.randint(w // 4, 3 * w // 4)
+    cv2.ellipse(cover, (x, int(h * 0.45)), (45, 60), rng.randint(-20, 20), 0, 360, 1.0, -1)
+    cv2.rectangle(cover, (x - 35, int(h * 0.45)), (x + 35, h), 1.0, -1)
+    cover = cv2.GaussianBlur(cover, (0, 0), 3)
+    skin = np.array([0.45, 0.28, 0.2], np.float32)
+    sweep = rng.choice((-1, 1)) * w * 0.35
+    return _Layer(cover[..., None] * skin, cover), -sweep, sweep
+
+
+class _Camera:
+    """Lights, shakes, clips, adds noise and writes frames; counts video time."""
+
+    def __init__(self, writer, stage: Stage, nuisances: Nuisances, fps: float, seed: int):
+        self.writer, self.stage, self.nuisances, self.fps = writer, stage, nuisances, fps
+        self.rng, self.np_rng = random.Random(seed), np.random.default_rng(seed)
+        self.count = 0
+        self.light = 1.0  # the room's light, relative to the stage's level
+        self._lit: tuple[np.ndarray, float, np.ndarray] | None = None  # (albedo, level, its uint8 frame)
+        self._noise: np.ndarray | None = None
+
+    @property
+    def now_s(self) -> float:
+        return self.count / self.fps
+
+    def frames(self, seconds: float) -> int:
+        return max(1, round(seconds * self.fps))
+
+    def emit(self, albedo: np.ndarray, gain: float = 1.0, glare_on: np.ndarray | None = None) -> None:
+        s, n = self.stage, self.nuisances
+        level = s.level * self.light * gain
+        if self._lit is None or self._lit[0] is not albedo or self._lit[1] != level:  # a still scene is lit once
+            self._lit = (albedo, level, light_up(albedo, s.light, level, s.vignette))
+        frame = self._lit[2]
+        if n.shake_px > 0:  # a sub-pixel shift (bicubic: bilinear would blur every frame)
+            dx, dy = (self.np_rng.uniform(-n.shake_px, n.shake_px) for _ in range(2))
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            frame = cv2.warpAffine(frame, m, frame.shape[1::-1], flags=cv2.INTER_CUBIC,
+                                   borderMode=cv2.BORDER_REFLECT)
+        if glare_on is not None:
+            frame = _add_glare(frame, glare_on, self.rng)
+        if n.noise > 0:  # a window at a random place of a noise field twice the frame's size (fast)
+            h, w = frame.shape[:2]
+            if self._noise is None:
+                self._noise = self.np_rng.standard_normal((2 * h, 2 * w, 3), dtype=np.float32) * n.noise
+            y, x = int(self.np_rng.integers(0, h)), int(self.np_rng.integers(0, w))
+            frame = np.clip(frame + self._noise[y:y + h, x:x + w], 0, 255).astype(np.uint8)
+        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.count += 1
+
+
+def _add_glare(image: np.ndarray, where: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A specular highlight centred somewhere on ``where`` (HxW coverage), clipped white."""
+    h, w = image.shape[:2]
+    ys, xs = np.nonzero(where > 0.5)
+    if len(xs):
+        i = rng.randrange(len(xs))
+        center = (int(xs[i]), int(ys[i]))
+    else:
+        center = (rng.randint(w // 3, 2 * w // 3), rng.randint(h // 3, 2 * h // 3))
+    out = image.copy()
+    cv2.ellipse(out, center, (w // 5, h // 5), rng.randint(0, 180), 0, 360, (255, 255, 255), -1)
+    return out
+
+
+def render(items: list[SceneItem], out, *, board: np.ndarray | None = None, stage: Stage | None = None,
+           timing: Timing = Timing(), light_change_after: int | None = None, seed: int = 0,
+           noise: float = 2.0, nuisances: Nuisances | None = None, events: list[dict] | None = None) -> list[dict]:
+    """Write the scene video to ``out``; returns the truth records, one per item (times in
+    seconds of video: ``arrive_s``, ``still_s`` it came to rest, ``remove_s`` it started to be
+    taken away, ``leave_s`` it was gone; ``flash_s`` its flash frames). Hands passing and light
+    changes are appended to ``events`` when given. ``board`` (uint8) makes a plain stage;
+    ``light_change_after`` (the room dims by 25% over the gap after that item) and ``noise``
+    are shorthands for :class:`Nuisances`."""
+    if stage is None:
+        stage = plain_stage(make_board(seed=seed) if board is None else board)
+    if nuisances is None:
+        changes = ((light_change_after, 0.75, timing.gap_s),) if light_change_after else ()
+        nuisances = Nuisances(noise=noise, light_changes=changes)
+    h, w = stage.board.shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), timing.fps, (w, h))
+    if not writer.isOpened():
+        raise DataError(f"{out}: cannot write video")
+    cam = _Camera(writer, stage, nuisances, timing.fps, seed)
+    truth: list[dict] = []
+    try:
+        _play(cam, items, stage, timing, nuisances, truth, [] if events is None else events)
+    finally:
+        writer.release()
+    return truth
+
+
+def _play(cam: _Camera, items: list[SceneItem], stage: Stage, timing: Timing, nuisances: Nuisances,
+          truth: list[dict], events: list[dict]) -> None:
+    h, w = stage.board.shape[:2]
+    board = stage.board
+    starts = [item for item in items if item.kind == "at_start"]
+    if not starts:
+        for _ in range(cam.frames(timing.lead_in_s)):
+            cam.emit(board)
+    for number, item in enumerate(sorted(items, key=lambda i: i.kind != "at_start"), start=1):
+        if item.kind not in KINDS:
+            raise DataError(f"scene item {number}: unknown kind {item.kind!r} (one of {', '.join(KINDS)})")
+        cut = item_cutout(item, stage)
+        if item.kind == "clip":
+            cut = brightened(cut, stage, cam.rng.uniform(0.2, 0.4), cam.light)
+        layer = _Layer.of(cut)
+        gain = OVEREXPOSED_GAIN if item.kind == "overexposed" else 1.0
+        record = {"item": number, "label": item.label, "kind": item.kind, "source": item.source,
+                  "light": cam.light, "arrive_s": cam.now_s}
+        if item.kind != "at_start":
+            n_fall = cam.frames(timing.fall_s)
+            for k in range(n_fall):
+                lift = (1 - (k + 1) / (n_fall + 1)) * h * 0.7
+                blur = 0.5 * h * 0.7 / (n_fall + 1) if nuisances.motion_blur else 0.0
+                cam.emit(layer.moved(0, -lift, blur).over(board), gain)
+        record["still_s"] = cam.now_s
+        rest_s = {"quick": timing.quick_still_s, "at_start": timing.lead_in_s}.get(item.kind, timing.still_s)
+        n_still = cam.frames(rest_s)
+        glare = set(range(1, 4)) if item.kind == "glare" else set()
+        flashes = set(cam.rng.sample(range(2, n_still - 1), min(3, max(0, n_still - 3)))) if item.kind == "flash" else set()
+        still = layer.over(board)
+        record["flash_s"] = []
+        for k in range(n_still):
+            if k in flashes:
+                record["flash_s"].append(cam.now_s)
+            cam.emit(still, gain * (cam.rng.uniform(3.0, 5.0) if k in flashes else 1.0),
+                     glare_on=layer.cover if k in glare else None)
+        record["remove_s"] = cam.now_s
+        n_leave = cam.frames(timing.leave_s)
+        for k in range(n_leave):
+            cam.emit(layer.moved((k + 1) / (n_leave + 1) * w * 0.8, 0).over(board), gain)
+        record["leave_s"] = cam.now_s
+        truth.append(record)
+        _gap(cam, number, board, timing, nuisances, events, lead_in=item.kind == "at_start")
+
+
+def _gap(cam: _Camera, number: int, board: np.ndarray, timing: Timing, nuisances: Nuisances,
+         events: list[dict], lead_in: bool) -> None:
+    """The empty board after item ``number``: light changes and hands passing, if any."""
+    h, w = board.shape[:2]
+    gap_s = timing.lead_in_s if lead_in else timing.gap_s
+    for after, level, ramp_s in nuisances.light_changes:
+        if after != number:
+            continue
+        start_s, start_light = cam.now_s, cam.light
+        n_ramp = round(ramp_s * cam.fps)
+        for k in range(max(1, n_ramp)):
+            cam.light = start_light + (level - start_light) * (k + 1) / max(1, n_ramp)
+            cam.emit(board)
+        events.append({"event": "light", "start_s": start_s, "end_s": cam.now_s, "from": start_light, "to": level})
+    if number in nuisances.hands:
+        for _ in range(cam.frames(gap_s / 2)):
+            cam.emit(board)
+        hand, dx0, sweep = _hand(h, w, cam.rng)
+        start_s = cam.now_s
+        n_hand = cam.rng.choice((2, 3))
+        for k in range(n_hand):
+            cam.emit(hand.moved(dx0 + 2 * sweep * k / max(1, n_hand - 1), 0).over(board))
+        events.append({"event": "hand", "start_s": start_s, "end_s": cam.now_s})
+        gap_s /= 2
+    for _ in range(cam.frames(gap_s)):
+        cam.emit(board)
