@@ -114,8 +114,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "model.threads": (1, 16), "model.frames_per_item": (1, 30),
     **{f"gate.{name}": bounds for name, bounds in THRESHOLD_RANGES.items()},
     "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
-    "presence.empty_frac": (0.0, 0.9), "presence.motion_level": (1, 255),
-    "presence.settle_motion_frac": (0.0, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
+    # empty_frac and settle_motion_frac are "below which" shares: 0 would mean never empty /
+    # never still, so the smallest is one pixel in a million
+    "presence.empty_frac": (1e-6, 0.9), "presence.motion_level": (1, 255),
+    "presence.settle_motion_frac": (1e-6, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
     "presence.clear_s": (0.0, 30), "presence.min_item_s": (0.0, 30), "presence.learn_s": (0.0, 60),
     "presence.adapt_rate": (0, 1),
     "presence.stuck_warn_s": (0, 3600),

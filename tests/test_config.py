@@ -31,6 +31,8 @@ def test_example_file_is_valid_and_matches_the_defaults():
     ({"camera": {"timeout_s": float("inf")}}, "camera.timeout_s: must be a finite number"),
     ({"gate": {"saturation_level": 300}}, r"gate.saturation_level: 300 is out of range \[128, 255\]"),
     ({"presence": {"settle_s": "1"}}, "presence.settle_s: expected float, got str"),
+    ({"presence": {"empty_frac": 0}}, r"^presence\.empty_frac: 0\.0 is out of range \[1e-06, 0\.9\]"),  # never empty
+    ({"presence": {"settle_motion_frac": 0.0}}, r"^presence\.settle_motion_frac: 0\.0 is out of range"),  # never still
     ({"presence": {"empty_frac": 0.05}}, r"^presence\.empty_frac: 0\.05 must be less than presence\.item_frac \(0\.005\)$"),
     ({"camera": {"source": "picamera2:x"}},
      r"^camera\.source: camera source 'picamera2:x': expected picamera2, picamera2:N or opencv:N"),
