@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +55,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; a container or systemd's
+    CPUAffinity= may give fewer than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 class Classifier:
-    def __init__(self, model_path: Path | str | None = None, *, threads: int = 2):
+    def __init__(self, model_path: Path | str | None = None, *, threads: int | str = 2):
+        """``threads``: onnxruntime intra-op threads, or ``"auto"`` for the cores this process
+        may run on (its CPU affinity: a Pi 4 or 5 gives 4)."""
         self.path = Path(model_path) if model_path else DEFAULT_MODEL
+        self.threads = available_cores() if threads == "auto" else int(threads)
         data = read_regular(self.path, what="model", error=ModelError, limit_bytes=MAX_MODEL_BYTES)
         self.sha256 = sha256_bytes(data)
         self.manifest = self._check_manifest()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         options.enable_cpu_mem_arena = False  # a Pi has little memory; the arena only grows

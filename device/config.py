@@ -34,7 +34,7 @@ class CameraConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""  # "" = the model shipped with the package
-    threads: int = 2
+    threads: int | str = "auto"  # onnxruntime threads, or "auto": the cores the process may use
     frames_per_item: int = 3
 
 
@@ -178,7 +178,13 @@ def _build(cls, table: Any, path: str, generic: str):
         if name not in table:
             continue
         kind = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), None)
-        if kind is None:  # dict[str, str]
+        if str(f.type) == "int | str":  # a number, or "auto" (model.threads)
+            value = table[name]
+            if isinstance(value, str) and value != "auto":
+                raise ConfigError(f"{path}.{name}: expected a whole number or \"auto\", got {_short(value)}")
+            values[name] = value if value == "auto" else _check_value(value, int, f"{path}.{name}",
+                                                                      f"{generic}.{name}")
+        elif kind is None:  # dict[str, str]
             values[name] = _string_map(table[name], f"{path}.{name}")
         else:
             values[name] = _check_value(table[name], kind, f"{path}.{name}", f"{generic}.{name}")

@@ -31,6 +31,8 @@ def test_example_file_is_valid_and_matches_the_defaults():
     ({"camera": {"timeout_s": float("inf")}}, "camera.timeout_s: must be a finite number"),
     ({"gate": {"saturation_level": 300}}, r"gate.saturation_level: 300 is out of range \[128, 255\]"),
     ({"presence": {"settle_s": "1"}}, "presence.settle_s: expected float, got str"),
+    ({"model": {"threads": "many"}}, r'^model\.threads: expected a whole number or "auto", got \'many\'$'),
+    ({"model": {"threads": 0}}, r"^model\.threads: 0 is out of range \[1, 16\]"),
     ({"presence": {"empty_frac": 0}}, r"^presence\.empty_frac: 0\.0 is out of range \[1e-06, 0\.9\]"),  # never empty
     ({"presence": {"settle_motion_frac": 0.0}}, r"^presence\.settle_motion_frac: 0\.0 is out of range"),  # never still
     ({"presence": {"empty_frac": 0.05}}, r"^presence\.empty_frac: 0\.05 must be less than presence\.item_frac \(0\.005\)$"),
@@ -84,3 +86,16 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text("[gate]\nmin_level_ratio = 2\n")
     with pytest.raises(ConfigError, match=r"bad.toml: gate.min_level_ratio: 2.0 is out of range"):
         load_config(bad)
+
+
+def test_model_threads_default_to_the_cores_the_process_may_use(colour_model_path):
+    import os
+
+    from device.classifier import Classifier
+
+    assert Config().model.threads == parse_config({"model": {"threads": "auto"}}).model.threads == "auto"
+    assert parse_config({"model": {"threads": 3}}).model.threads == 3
+    with Classifier(colour_model_path, threads="auto") as classifier:
+        assert classifier.threads == len(os.sched_getaffinity(0))
+    with Classifier(colour_model_path, threads=1) as classifier:
+        assert classifier.threads == 1
