@@ -71,6 +71,8 @@ class ModelContract:
             raise ModelError(
                 f"contract version {self.version} is not supported (expected one of {SUPPORTED_VERSIONS})"
             )
+        if self.flatfield != "none" and self.resize != "stretch":  # training fits the whole photo's border
+            raise ModelError("contract flatfield 'border' needs resize 'stretch' (a crop has another border)")
         if self.version == 1 and self.flatfield != "none":
             raise ModelError("contract version 1 has no flatfield step; version 2 is needed")
 

@@ -1,10 +1,10 @@
 """The fp32 twin of a QDQ int8 model: the same network with float weights and no quantization.
 
-``waste-sorter bench`` runs it beside the int8 model to show what quantization buys on this
-machine. Weights are the dequantized int8 ones (so the twin computes what the int8 model
+It shows what quantization buys on a machine (the figures in ``device/model/REPORT.md`` were
+measured with it; ``waste-sorter bench`` does not run it yet). Weights are the dequantized int8 ones (so the twin computes what the int8 model
 approximates); activation QuantizeLinear/DequantizeLinear pairs are removed, or become the ReLU
 they stood for where their range starts at 0. Needs the ``onnx``
-package (a dev/train dependency, not a device one): the bench says so when it is missing.
+package (a dev/train dependency, not a device one).
 """
 
 from __future__ import annotations

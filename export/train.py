@@ -190,6 +190,10 @@ RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size",
                "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob")
 
 
+#: What a checkpoint written before --flatfield/--relight-prob existed was trained with.
+PRE_FLATFIELD_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0}
+
+
 def resume_mismatches(saved: dict, args) -> list[str]:
     """``key=saved, not now`` for each RESUME_KEYS argument that differs from the checkpoint's
     (keys an older checkpoint lacks are not compared)."""
@@ -200,6 +204,7 @@ def resume_mismatches(saved: dict, args) -> list[str]:
             return tuple(plain(None, x) for x in v)
         return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
 
+    saved = {**PRE_FLATFIELD_DEFAULTS, **saved}  # checkpoints from before board normalisation
     now = plain_args(args)
     return [f"{k}={saved[k]}, not {now[k]}" for k in RESUME_KEYS
             if k in saved and k in now and plain(k, saved[k]) != plain(k, now[k])]

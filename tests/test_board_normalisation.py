@@ -79,6 +79,8 @@ def test_contract_flatfield_is_versioned_and_checked():
     assert ModelContract.from_json(border.to_json()) == border
     with pytest.raises(ModelError, match="flatfield policy 'sky'"):
         ModelContract(("a", "b"), 64, 48, flatfield="sky")
+    with pytest.raises(ModelError, match="needs resize 'stretch'"):
+        ModelContract(("a", "b"), 64, 48, flatfield="border", resize="center_crop")
     with pytest.raises(ModelError, match="version 1 has no flatfield"):
         ModelContract(("a", "b"), 64, 48, flatfield="border", version=1)
 

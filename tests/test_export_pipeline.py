@@ -222,6 +222,10 @@ def test_resume_compares_teachers_as_a_list_and_reads_a_single_saved_teacher(tmp
     assert resume_mismatches({"teacher": [str(one), str(two)]}, Namespace(teacher=[one, two])) == []
     assert resume_mismatches({"teacher": [str(one), str(two)]}, Namespace(teacher=[one])) != []
     assert resume_mismatches({"teacher": None}, Namespace(teacher=None)) == []
+    # A checkpoint from before board normalisation was trained on photos as they are.
+    assert resume_mismatches({}, Namespace(flatfield="border", relight_prob=0.8)) == [
+        "flatfield=none, not border", "relight_prob=0.0, not 0.8"]
+    assert resume_mismatches({}, Namespace(flatfield="none", relight_prob=0.0)) == []
 
 
 def test_an_ensemble_of_teachers_labels_with_the_mean_probability_and_concatenated_features():

@@ -58,3 +58,12 @@ def test_small_differences_and_manifests_without_a_self_test_pass(tmp_path):
     del manifest["self_test"]  # models shipped before the self-test
     manifest_path_for(path).write_text(json.dumps(manifest))
     Classifier(path).close()
+
+
+def test_a_damaged_self_test_entry_is_a_one_line_refusal(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    save_model(colour_model(), path, colour_contract())
+    tamper(path, "abc")  # not numbers: the manifest is not covered by the model's SHA-256
+    assert cli_main(["evaluate", "--model", str(path), "--data", str(tmp_path)]) == 79
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "self-test failed" in err
