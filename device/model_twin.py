@@ -14,6 +14,20 @@ from pathlib import Path
 import numpy as np
 
 
+def dequantize(node, consts: dict[str, np.ndarray]) -> np.ndarray:
+    """The float value of a DequantizeLinear ``node`` whose inputs are all constants: per tensor,
+    or per channel along its ``axis`` (ONNX's default 1)."""
+    x = consts[node.input[0]].astype(np.float32)
+    scale = consts[node.input[1]].astype(np.float32)
+    zero = consts[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * x.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+    return ((x - zero) * scale).astype(np.float32)
+
+
 def clips_negatives(quantize, consts: dict[str, np.ndarray]) -> bool:
     """Whether a QuantizeLinear's range starts at 0 (its zero point is the type's minimum), so
     it also did the work of a ReLU that quantization folded away."""
@@ -37,15 +51,7 @@ def fp32_twin_bytes(path: Path) -> bytes:
     producers = {out: node for node in graph.node for out in node.output}
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in consts:
-            x = consts[node.input[0]].astype(np.float32)
-            scale = consts[node.input[1]].astype(np.float32)
-            zero = consts[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-            if scale.ndim == 1 and scale.size > 1:
-                shape = [1] * x.ndim
-                shape[axis] = scale.size
-                scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
-            new_consts[node.output[0]] = ((x - zero) * scale).astype(np.float32)
+            new_consts[node.output[0]] = dequantize(node, consts)
         elif node.op_type == "DequantizeLinear" and producers.get(node.input[0]) is not None \
                 and producers[node.input[0]].op_type == "QuantizeLinear":
             quantize = producers[node.input[0]]

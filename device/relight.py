@@ -93,12 +93,16 @@ def lay_on_board(cut: Cutout, board: np.ndarray) -> np.ndarray:
     return m * np.asarray(board, np.float32) + (1.0 - m) * cut.reflectance
 
 
+def illumination(height: int, width: int, light: tuple[float, float, float], level: float,
+                 vignette: float) -> np.ndarray:
+    """HxWx3 linear light falling on the board: colour ``light`` at ``level``, with vignetting."""
+    return vignette_field(height, width, vignette)[..., None] * (level * np.asarray(light, np.float32))
+
+
 def light_up(albedo: np.ndarray, light: tuple[float, float, float], level: float,
              vignette: float) -> np.ndarray:
     """uint8 RGB of a linear albedo under a light with vignetting, clipped as a sensor does."""
-    height, width = albedo.shape[:2]
-    illum = vignette_field(height, width, vignette)[..., None] * (level * np.asarray(light, np.float32))
-    return to_uint8(albedo * illum)
+    return to_uint8(albedo * illumination(*albedo.shape[:2], light, level, vignette))
 
 
 def relight(rgb: np.ndarray, condition: Condition) -> np.ndarray:

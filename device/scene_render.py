@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 
 from device.errors import DataError
-from device.relight import Cutout, cut_out, lay_on_board, light_up, to_linear, vignette_field
+from device.relight import GAMMA, Cutout, cut_out, illumination, lay_on_board, light_up, to_linear
 
 FRAME_SIZE = (512, 384)  # width, height
 KINDS = ("normal", "overexposed", "glare", "flash", "clip", "quick", "at_start")
 OVEREXPOSED_GAIN = 6.0
-CLIP_LEVEL = (250 / 255) ** 2.2  # linear light that the gate counts as clipped
+CLIP_LEVEL = (250 / 255) ** GAMMA  # linear light that the gate counts as clipped
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,8 +114,8 @@ def make_board(size=FRAME_SIZE, seed: int = 0) -> np.ndarray:
 
 def expose(image: np.ndarray, gain: float) -> np.ndarray:
     """Scale linear light by ``gain`` and clip, as a longer exposure would."""
-    linear = (image.astype(np.float32) / 255.0) ** 2.2
-    return (np.clip(linear * gain, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
+    linear = (image.astype(np.float32) / 255.0) ** GAMMA
+    return (np.clip(linear * gain, 0, 1) ** (1 / GAMMA) * 255).astype(np.uint8)
 
 
 def item_cutout(item: SceneItem, stage: Stage) -> Cutout:
@@ -137,9 +137,8 @@ def brightened(cut: Cutout, stage: Stage, clipped_share: float, light: float = 1
     if not item.any():
         return cut
     h, w = item.shape
-    level = stage.level * light
-    illumination = vignette_field(h, w, stage.vignette)[..., None] * (level * np.asarray(stage.light, np.float32))
-    brightest = (cut.reflectance * illumination).max(axis=2)[item]
+    lit = illumination(h, w, stage.light, stage.level * light, stage.vignette)
+    brightest = (cut.reflectance * lit).max(axis=2)[item]
     factor = max(1.0, CLIP_LEVEL / max(float(np.quantile(brightest, 1 - clipped_share)), 1e-4))
     return Cutout(cut.reflectance * factor, cut.background)
 

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
-from device.relight import cut_out, lay_on_board, light_up, random_condition
+from device.relight import random_condition, relight
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
@@ -52,8 +52,7 @@ def device_conditions(images: torch.Tensor, contract: ModelContract, relight_pro
     for i, chw in enumerate(images):
         rgb = chw.permute(1, 2, 0).numpy()
         if rng.random() < relight_prob:
-            c = random_condition(rng)
-            rgb = light_up(lay_on_board(cut_out(rgb), c.board), c.light, c.level, c.vignette)
+            rgb = relight(rgb, random_condition(rng))
             noisy = rgb.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), rgb.shape)
             rgb = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
         out[i] = prepare_photo(rgb, contract)

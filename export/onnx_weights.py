@@ -18,19 +18,7 @@ import torch
 from torch import nn
 
 from device.errors import DataError, first_line
-
-
-def _dequantize(node, consts: dict[str, np.ndarray]) -> np.ndarray:
-    x = consts[node.input[0]].astype(np.float32)
-    scale = consts[node.input[1]].astype(np.float32)
-    zero = consts[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-    if np.ndim(scale) == 1 and scale.size > 1:
-        shape = [1] * x.ndim
-        shape[axis] = scale.size
-        scale = scale.reshape(shape)
-        zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
-    return (x - zero) * scale
+from device.model_twin import dequantize
 
 
 def folded_weights(path: Path) -> dict[str, np.ndarray]:
@@ -48,7 +36,7 @@ def folded_weights(path: Path) -> dict[str, np.ndarray]:
     source = {name: name for name in consts}  # a tensor -> the initializer it was made from
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in consts:
-            consts[node.output[0]] = _dequantize(node, consts)
+            consts[node.output[0]] = dequantize(node, consts)
             source[node.output[0]] = source[node.input[0]]
     weights: dict[str, np.ndarray] = {}
     for node in graph.node:
