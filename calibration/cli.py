@@ -303,7 +303,8 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
         gate = ExposureGate(calibration.gate, calibration.board, board_image=board_image)
         presence = PresenceDetector(config.presence, reference=board_image)
         _pause(args, "7. Test item: place one item on the board.")
-        item, decision = ItemFrames(), None
+        keep = config.model.frames_per_item
+        item, decision = ItemFrames(keep=keep), None
         for _ in range(max_frames):
             frame = camera.capture()
             if frame is None:
@@ -314,7 +315,7 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
             if update is None:  # not an image presence can look at
                 continue
             if update.event in ("arrived", "departed", "passed"):
-                item = ItemFrames()
+                item = ItemFrames(keep=keep)
             if belongs_to_item(update):
                 item.add(frame.image, verdict, update)
             if update.event in DECIDING_EVENTS:
@@ -323,7 +324,7 @@ def _test_item(args, camera, config, calibration, board_image, max_frames: int =
         if decision is None:
             _say(f"   no item settled in {max_frames} frames: check the board and the light")
             return
-        frames = item.for_decision(decision == "settled", config.model.frames_per_item)
+        frames = [slot.image for slot in item.for_decision(decision == "settled")]
         if not frames:
             _say(f"   the item could not be classified: {item.no_frame_reason()}; check the light")
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,11 @@ class BinActuators:
         self.devices: dict[str, object] = {}
         self._active: dict[str, _Active] = {}
         self._stopping = False  # set by safe_all(): nothing moves any more
+        self._lock = threading.RLock()  # actuate/update from the loop, the inference thread, the timer
+        self._timer: threading.Thread | None = None
+        self._timer_wake = threading.Condition(self._lock)
+        self._timer_error: ActuatorError | None = None
+        self._closed = False
         name = ""
         try:
             for name, cfg in actuators.items():
@@ -133,6 +139,12 @@ class BinActuators:
         Once :meth:`safe_all` has run (a stop signal), nothing moves any more: a signal handled
         between the loop's stop check and this call, or during the write, leaves every actuator
         safe. False when it did not move for that reason (see :attr:`stopping`)."""
+        with self._lock:
+            moved = self._actuate(bin_name, now_s)
+            self._timer_wake.notify_all()
+            return moved
+
+    def _actuate(self, bin_name: str, now_s: float) -> bool:
         bin_ = self.bins[bin_name]
         if self._stopping:
             log.warning("bin %s: not actuated, the actuators are stopping", bin_name)
@@ -163,9 +175,42 @@ class BinActuators:
         """True once :meth:`safe_all` ran (a stop signal, shutdown): nothing moves any more."""
         return self._stopping
 
+    def time_on(self, clock) -> None:
+        """From now on a thread of its own returns each actuator to safe when its time on
+        ``clock`` (seconds, the clock :meth:`actuate` is given) is up, whatever the loop is busy
+        with; :meth:`update` still works. An error there is raised by the next :meth:`update`."""
+        if self._timer is not None:
+            return
+        self._timer = threading.Thread(target=self._end_on_time, args=(clock,), name="actuator-timer", daemon=True)
+        self._timer.start()
+
+    def _end_on_time(self, clock) -> None:
+        with self._lock:
+            while not self._closed:
+                due_s = min((a.until_s for a in list(self._active.values())), default=None)
+                if due_s is None:
+                    self._timer_wake.wait()
+                    continue
+                wait_s = due_s - clock()
+                if wait_s > 0:
+                    self._timer_wake.wait(min(wait_s, 1.0))
+                    continue
+                try:
+                    self._update(clock())
+                except ActuatorError as exc:
+                    self._timer_error = exc
+                    self._active.clear()
+
     def update(self, now_s: float) -> None:
         """Return every actuator whose time is up to its safe state."""
-        for name in [n for n, a in self._active.items() if now_s + TIME_TOLERANCE_S >= a.until_s]:
+        with self._lock:
+            if self._timer_error is not None:
+                error, self._timer_error = self._timer_error, None
+                raise error
+            self._update(now_s)
+
+    def _update(self, now_s: float) -> None:
+        for name in [n for n, a in list(self._active.items()) if now_s + TIME_TOLERANCE_S >= a.until_s]:
             try:
                 self._make_safe(name)
             except Exception as exc:  # noqa: BLE001 - gpiozero / pin driver errors
@@ -182,7 +227,7 @@ class BinActuators:
     @property
     def active_until_s(self) -> float | None:
         """When the last active actuator goes back to safe (its timebase), or None if none is active."""
-        return max((a.until_s for a in self._active.values()), default=None)
+        return max((a.until_s for a in list(self._active.values())), default=None)
 
     def _make_safe(self, name: str) -> None:
         device, cfg = self.devices[name], self.configs[name]
@@ -204,6 +249,11 @@ class BinActuators:
 
     def close(self) -> None:
         self.safe_all()
+        with self._lock:
+            self._closed = True
+            self._timer_wake.notify_all()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join(timeout=2.0)
         for device in self.devices.values():
             device.close()
         self.devices = {}

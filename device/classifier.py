@@ -55,6 +55,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def prediction_from(classes: tuple[str, ...], probabilities: np.ndarray) -> Prediction:
+    """One prediction from several frames' class probabilities (frames x classes): their mean."""
+    mean = probabilities.mean(axis=0)
+    order = np.argsort(-mean)
+    top3 = tuple((classes[i], float(mean[i])) for i in order[:3])
+    return Prediction(top3[0][0], top3[0][1], tuple(float(p) for p in mean), top3, len(probabilities))
+
+
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask; a container or systemd's
     CPUAffinity= may give fewer than the machine has)."""
@@ -171,10 +179,7 @@ class Classifier:
         """One decision for an item: the mean of its frames' probabilities."""
         if not images:
             raise ValueError("classify needs at least one frame")
-        mean = self.probabilities(images).mean(axis=0)
-        order = np.argsort(-mean)
-        top3 = tuple((self.classes[i], float(mean[i])) for i in order[:3])
-        return Prediction(top3[0][0], top3[0][1], tuple(float(p) for p in mean), top3, len(images))
+        return prediction_from(self.classes, self.probabilities(images))
 
     def close(self) -> None:
         self._session = None

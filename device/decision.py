@@ -1,7 +1,7 @@
 """One item's decision, apart from the loop: what it is, which bin, why, and the run's tally.
 
-:func:`classify_item` turns an item's frames into a :class:`Decision` (the fallback bin with a
-reason when there is nothing to classify, the model fails or is unsure); :func:`how_decided`
+:func:`decide` turns an item's classified frames into a :class:`Decision` (the fallback bin with
+a reason when there is nothing to classify, the model fails or is unsure); :func:`how_decided`
 adds how the item was decided when it did not settle; :class:`RunSummary` counts what a run did.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.classifier import Classifier
+from device.classifier import Prediction, prediction_from
 from device.config import RoutingConfig
 from device.errors import ModelError
-from device.item_frames import ItemFrames
+from device.item_frames import FrameSlot, ItemFrames
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +32,28 @@ class Decision:
     model_error: ModelError | None = None
 
 
-def classify_item(classifier: Classifier, routing: RoutingConfig, item: ItemFrames,
-                  frames: list[np.ndarray]) -> Decision:
-    """Classify ``frames`` (the item's chosen frames) and route the result."""
-    if not frames:
-        return Decision("", 0.0, (), routing.fallback_bin, item.no_frame_reason(), 0)
-    try:
-        prediction = classifier.classify(frames)
-    except ModelError as exc:  # the item still goes somewhere: the fallback bin
-        log.error("item %d not classified: %s", item.number, exc)
-        return Decision("", 0.0, (), routing.fallback_bin, "classifier failed", len(frames), exc)
+def route(routing: RoutingConfig, prediction: Prediction) -> Decision:
+    """Where a classified item goes: its class's bin, or the fallback bin when the model is unsure."""
     label, confidence = prediction.label, prediction.confidence
     bin_name, reason = routing.classes.get(label, routing.fallback_bin), ""
     if confidence < routing.min_confidence:
         bin_name, reason = routing.fallback_bin, f"low confidence {confidence:.2f} < {routing.min_confidence:.2f}"
     elif label not in routing.classes:
         reason = f"no bin for class {label}"
-    return Decision(label, confidence, prediction.top3, bin_name, reason, len(frames))
+    return Decision(label, confidence, prediction.top3, bin_name, reason, prediction.frames)
+
+
+def decide(classes: tuple[str, ...], routing: RoutingConfig, item: ItemFrames, slots: list[FrameSlot],
+           error: ModelError | None = None) -> Decision:
+    """The item's decision from its chosen frames, once each of them is classified (or the
+    model failed on them: ``error``); the fallback bin with a reason when there is nothing to go on."""
+    if not slots:
+        return Decision("", 0.0, (), routing.fallback_bin, item.no_frame_reason(), 0)
+    if error is not None or any(s.probabilities is None for s in slots):
+        error = error or ModelError("no probabilities for a chosen frame")
+        log.error("item %d not classified: %s", item.number, error)
+        return Decision("", 0.0, (), routing.fallback_bin, "classifier failed", len(slots), error)
+    return route(routing, prediction_from(classes, np.stack([s.probabilities for s in slots])))
 
 
 def how_decided(event: str, decision: Decision) -> str:

@@ -33,9 +33,11 @@ from device.actuators import TIME_TOLERANCE_S, BinActuators
 from device.camera import AdjustableCamera, Camera
 from device.classifier import Classifier
 from device.config import Config, routing_problems
-from device.decision import RunSummary, classify_item, how_decided
+from device.deciding import Actuation, Decider, Outcome
+from device.decision import RunSummary
 from device.errors import ActuatorError, CalibrationError, CameraError, ConfigError, ModelError
 from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.inference_worker import InferenceWorker
 from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item, observe
 from device.notify import watchdog_interval_s
 from device.presence import PresenceDetector, State
@@ -50,10 +52,12 @@ class Sorter:
     def __init__(self, config: Config, *, camera: Camera, classifier: Classifier, actuators: BinActuators,
                  sortlog: SortLog, calibration=None, calibration_loader: Callable[[], tuple] | None = None,
                  notifier=None, status_writer: Callable[["Sorter"], None] | None = None,
-                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 inference: InferenceWorker | None = None):
         """``clock`` (seconds) times the actuators; ``None`` times them on frame timestamps
         (source time: a replay actuates identically at any speed). ``sleep`` waits out the last
-        hold or pulse when a run ends at ``max_items`` on a clock."""
+        hold or pulse when a run ends at ``max_items`` on a clock. ``inference``: where the model
+        runs; by default a worker thread on a clock (a live camera), inline in source time."""
         self.config = config
         self.clock = clock
         self.sleep = sleep
@@ -71,11 +75,17 @@ class Sorter:
         self._frame_hw: tuple[tuple[int, int], str] | None = None  # (height, width), where it came from
         if calibration is not None:
             self.apply_calibration(*calibration)
+        self._owns_worker = inference is None
+        self.worker = inference or InferenceWorker(classifier, threaded=clock is not None)
+        self.decider = Decider(self.worker, classifier.classes, config.routing, config.model, self._actuate)
+        if clock is not None:
+            actuators.time_on(clock)  # holds and pulses end on time whatever the loop is doing
         self.summary = RunSummary()
         self.state = "starting"
         self._stop_signal: int | None = None
         self._reload_requested = False
         self._item: ItemFrames | None = None
+        self._last_t = 0.0
         self._sorted: tuple[int, str, float] | None = None  # (item, bin, source time s) awaiting a clear board
         self._stuck = False
         self._warned_reasons: set[str] = set()
@@ -142,6 +152,7 @@ class Sorter:
                     break
                 if frame is None:
                     log.info("end of source")
+                    self.finish("source ended")
                     break
                 self.step(frame.image, frame.timestamp_s)
                 if self.notifier:
@@ -158,6 +169,9 @@ class Sorter:
                     break
         finally:
             self.actuators.safe_all()
+            self.finish("stopping")
+            if self._owns_worker:
+                self.worker.close()
             self.sortlog.flush()
             self.state = "stopped"
             if self.notifier:
@@ -180,7 +194,7 @@ class Sorter:
     def step(self, image: np.ndarray, t: float) -> GateVerdict:
         """Process one frame at source time ``t`` (seconds)."""
         self.summary.frames += 1
-        self.summary.source_seconds = t
+        self.summary.source_seconds = self._last_t = t
         self.actuators.update(self._actuator_time_s(t))
         if check_structure(image) == "":
             self._check_frame_size(image)
@@ -206,19 +220,25 @@ class Sorter:
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
         if update.event == "arrived" or (self._item is None and belongs_to_item(update)):
-            self._item = ItemFrames(number=self.summary.items + 1)
+            number = self.summary.items + self.decider.waiting + 1  # an arrival that passes gives its number back
+            self._item = ItemFrames(number=number, keep=self.config.model.frames_per_item)
         item = self._item
         if item is not None and belongs_to_item(update):
             item.add(image, verdict, update)
         if update.event in DECIDING_EVENTS and item is not None:
             self._item = None
-            self._decide(item, t, update.event)
+            self.decider.decide(item, update.event, t)
         elif update.event in ("departed", "learned", "passed"):
             self._item = None
             if update.event == "passed":
                 self.summary.passing += 1
                 log.info("something passed over the board at %.2f s and was gone within %.1f s: not an item",
                          t, self.config.presence.min_item_s)
+        learning = self.presence.state is State.LEARNING  # no speculation on the board being learned
+        for outcome in self.decider.advance(None if learning else self._item, t):
+            self._record(outcome)
+        if self.decider.deciding and not self._stuck:
+            self.state = "deciding"
         if update.state is State.EMPTY and self._reload_requested:
             self._reload_calibration()
         return verdict
@@ -264,40 +284,56 @@ class Sorter:
         if not verdict.accepted:
             self.summary.rejected_by_reason[verdict.reason] += 1
 
-    def _decide(self, item: ItemFrames, t: float, event: str) -> None:
-        """One record for ``item``, decided by presence ``event``; it is appended before an
-        actuator error or too many classifier failures end the run."""
-        started = time.perf_counter()
-        settled = event == "settled"
-        frames = item.for_decision(settled, self.config.model.frames_per_item)
-        decision = classify_item(self.classifier, self.config.routing, item, frames)
+
+    def _actuate(self, bin_name: str, t: float) -> Actuation:
+        """Move ``bin_name``'s actuator for an item decided at source time ``t`` (the decider
+        calls this from the inference thread the moment the item's last frame is classified)."""
+        if self._stop_signal is not None:
+            return Actuation(moved=False)
+        try:
+            return Actuation(moved=self.actuators.actuate(bin_name, self._actuator_time_s(t)))
+        except ActuatorError as exc:
+            return Actuation(moved=False, error=exc)
+
+    def finish(self, why: str) -> None:
+        """A record for every item not yet recorded when the run ends (never an item lost):
+        waits for the inference in progress, classifies nothing more; ``why`` ("stopping",
+        "source ended") says why items decided now were not actuated. ``run()`` calls it."""
+        current = self._item if self.presence.state is State.OCCUPIED else None
+        self._item = None
+        try:
+            outcomes = self.decider.finish(current, self._last_t, why)
+        except Exception:  # noqa: BLE001 - a bug in the last decision must not hide the first error
+            log.exception("deciding the last items failed")
+            return
+        for outcome in outcomes:
+            self._record(outcome, raise_errors=False)
+
+    def _record(self, outcome: Outcome, *, raise_errors: bool = True) -> None:
+        """One record for a decided item; it is appended before an actuator error or too many
+        classifier failures end the run."""
+        decision, item, t = outcome.decision, outcome.item, outcome.source_time_s
+        settled = outcome.event in ("settled", "early")
         self._model_failures = self._model_failures + 1 if decision.model_error else 0
-        reason, actuator_error = how_decided(event, decision), None
-        if self._stop_signal is None:
-            try:
-                self.actuators.actuate(decision.bin, self._actuator_time_s(t))
-            except ActuatorError as exc:
-                actuator_error = exc
-                reason = f"actuator failed ({exc})" + (f"; {reason}" if reason else "")
-        else:  # stopping: every actuator stays safe
-            reason = "stopping: not actuated" + (f" ({reason})" if reason else "")
-        latency_ms = (time.perf_counter() - started) * 1000
         record = SortEvent(
             ts=utc_iso(ms=True), source_time=t, item=item.number, label=decision.label,
-            confidence=decision.confidence, top3=decision.top3, bin=decision.bin, reason=reason,
+            confidence=decision.confidence, top3=decision.top3, bin=decision.bin, reason=outcome.reason,
             frames_used=decision.frames_used, frames_rejected=sum(item.rejected.values()),
-            reject_reasons=dict(item.rejected), latency_ms=latency_ms, model_sha256=self.classifier.sha256[:12],
-            calibration_id=self.calibration_id, settled=settled)
+            reject_reasons=dict(item.rejected), latency_ms=outcome.latency_ms,
+            model_sha256=self.classifier.sha256[:12], calibration_id=self.calibration_id, settled=settled,
+            early=outcome.event == "early")
         self.sortlog.append(record)
-        self._sorted = None if event == "left" else (item.number, decision.bin, t)
+        self._sorted = None if outcome.event in ("left", "stopped") else (item.number, decision.bin, t)
         self.summary.items += 1
         self.summary.items_per_bin[decision.bin] += 1
         self.summary.unsettled += not settled
-        self.summary.latencies_ms.append(latency_ms)
+        self.summary.latencies_ms.append(outcome.latency_ms)
         log.info("item %d at %.2f s: %s (%.2f) -> %s%s", item.number, t, decision.label or "-",
-                 decision.confidence, decision.bin, f" [{reason}]" if reason else "")
-        if actuator_error is not None:
-            raise actuator_error
+                 decision.confidence, decision.bin, f" [{outcome.reason}]" if outcome.reason else "")
+        if not raise_errors:
+            return
+        if outcome.actuator_error is not None:
+            raise outcome.actuator_error
         if self._model_failures >= MAX_MODEL_FAILURES_IN_A_ROW:  # not a bad item: a broken model
             raise ModelError(f"the classifier failed on {self._model_failures} items in a row; "
                              f"the last: {decision.model_error}")

@@ -4,7 +4,8 @@
     waste-sorter run --config /etc/waste-sorter/config.toml   # the Pi camera and real GPIO
     waste-sorter run --check-config --config FILE             # validate and exit
 
---source: picamera2 | opencv:N | a video file | a folder of images (overrides [camera].source).
+--source: picamera2 | opencv:N | a video file | a folder of images (overrides [camera].source);
+--realtime plays a recording at its own pace as a live camera would deliver it.
 A finite source ends the run cleanly and prints a summary: items per bin, rejected frames by
 reason, p50/p95 latency. Exit codes: 78 config, 79 model, 80 calibration, 74 camera.
 """
@@ -27,6 +28,7 @@ from device.errors import ConfigError, UsageError
 from calibration.store import is_absent, load_for_camera
 from device.loop import Sorter
 from device.notify import Notifier
+from device.paced_camera import PacedCamera
 from device.runtime_status import RuntimeStatus, write_runtime_status
 from device.safe_open import is_regular_or_absent, show_path
 from device.sortlog import SortLog, utc_iso
@@ -43,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", type=Path, help="sort log (JSON lines), overrides [log].path")
     p.add_argument("--max-items", type=int, help="stop after this many items")
     p.add_argument("--status-file", type=Path, help="rewrite a runtime status JSON here (for `status`)")
+    p.add_argument("--realtime", action="store_true",
+                   help="play a recording at its own pace as if filmed now (inference on its thread, "
+                        "actuators on the clock), as on a live camera")
     p.add_argument("--check-config", action="store_true",
                    help="validate config, calibration and model, then exit")
 
@@ -65,6 +70,13 @@ def effective_config(args) -> Config:
 
 #: The sorter's calibration loader (shared with ``calibrate --check``).
 load_calibration_for = load_for_camera
+
+
+def paced_if(camera, realtime: bool):
+    """``camera``, played at its own pace when ``--realtime`` asks for it (a recording)."""
+    if not realtime or camera.live:
+        return camera
+    return PacedCamera(camera)
 
 
 def check_log_path(path: Path) -> None:
@@ -108,7 +120,8 @@ def _main(args, early: "StartupSignals") -> int:
     try:
         with classifier, Notifier() as notifier, \
                 open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
-                            size=size, folder_fps=config.camera.folder_fps) as camera, \
+                            size=size, folder_fps=config.camera.folder_fps) as opened, \
+                paced_if(opened, args.realtime) as camera, \
                 BinActuators(config.actuators, config.bins,
                              pin_factory=resolve_pin_factory(config.gpio.pin_factory)) as actuators, \
                 sortlog:

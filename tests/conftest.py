@@ -65,6 +65,8 @@ def trashnet() -> Path:
 
 # -- scripted scenes -----------------------------------------------------------------------
 CONFIG = """
+[model]
+early_decision = false    # these scenes check presence's settling; tests of early decisions turn it on
 [routing]
 fallback_bin = "landfill"
 min_confidence = 0.6

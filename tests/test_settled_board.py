@@ -8,6 +8,7 @@ model) and gpiozero's MockFactory.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 
 import cv2
@@ -20,6 +21,7 @@ from device.classifier import Classifier
 from device.demo_scene import make_board
 from device.errors import ConfigError
 from device.gate import board_stats
+from device.inference_worker import InferenceWorker
 from device.loop import Sorter
 from device.notify import Notifier
 from device.sortlog import SortLog, read_records
@@ -127,47 +129,48 @@ class SlowClassifier(Classifier):
     """The real classifier; each classification moves the live clock on by ``took_s``."""
 
     def __init__(self, path, clock: list[float], took_s: float):
+        self._clock, self._took_s = clock, 0.0  # loading (the self-test) takes no live time
         super().__init__(path)
-        self._clock, self._took_s = clock, took_s
+        self._took_s = took_s
 
-    def classify(self, images):
+    def probabilities(self, images):
         self._clock[0] += self._took_s
-        return super().classify(images)
+        return super().probabilities(images)
 
 
 def test_a_live_hold_lasts_its_full_time_from_the_moment_the_actuator_moves(scene_config, colour_model_path,
                                                                            tmp_path):
-    """hold_ms is 800 and classification takes 0.5 s; a live camera's frames from those 0.5 s
-    are gone. The diverter must stay out until 0.8 s after it moved (1.3 s after the settling
-    frame), not until 0.8 s after the settling frame, which the frame clock would give."""
+    """hold_ms is 800 and each classification takes 0.5 s of the live clock; a live camera's
+    frames from that time are gone. The diverter moves when the settling frame's classification
+    is done (0.5 s after that frame) and must stay out until 0.8 s after it moved, not until
+    0.8 s after the settling frame, which the frame clock would give."""
     board = make_board(seed=3)
     rng = np.random.default_rng(0)
     live_s = [0.0]
     classifier = SlowClassifier(colour_model_path, live_s, took_s=0.5)
-    angle_at = {}
+    angle_after = []  # (live clock after the frame's step in s, diverter angle)
     with BinActuators(scene_config.actuators, scene_config.bins,
                       pin_factory=MockFactory(pin_class=MockPWMPin)) as actuators, \
             SortLog(tmp_path / "sort.jsonl") as sortlog:
         sorter = Sorter(scene_config, camera=None, classifier=classifier, actuators=actuators,
-                        sortlog=sortlog, clock=lambda: live_s[0])
+                        sortlog=sortlog, clock=lambda: live_s[0],
+                        inference=InferenceWorker(classifier, threaded=False))  # the clock moves in step
         index = 0
         while index < 80:
-            t = index / FPS
-            live_s[0] = t
+            live_s[0] = t = index / FPS
             image = item_on(board, RED) if 15 <= index < 70 else board
             sorter.step(noisy(image, rng), t)
-            angle_at[index] = actuators.devices["diverter"].angle
-            # the next frame a live camera delivers is the first one after classification
-            index = max(index + 1, round(live_s[0] * FPS + 0.5))
+            angle_after.append((live_s[0], actuators.devices["diverter"].angle))
+            # the next frame a live camera delivers is the first one after the step's classification
+            index = max(index + 1, math.ceil(live_s[0] * FPS - 1e-6))
     records = list(read_records(tmp_path / "sort.jsonl"))
     assert len(records) == 1 and records[0]["bin"] == "paper"
-    decided = round(records[0]["source_time"] * FPS)
-    seen = sorted(i for i in angle_at if i > decided)
-    assert seen[0] == decided + 5  # frames of the 0.5 s of classification were dropped
-    assert angle_at[decided] == pytest.approx(-60, abs=0.5)
-    out = [i for i in seen if angle_at[i] == pytest.approx(-60, abs=0.5)]
-    home = [i for i in seen if angle_at[i] == pytest.approx(0, abs=0.5)]
-    assert max(out) == decided + 12 and min(home) == decided + 13  # 0.8 s from the move at +0.5 s
+    moved_s = records[0]["source_time"] + 0.5  # the settling frame's classification
+    out = [t for t, angle in angle_after if angle == pytest.approx(-60, abs=0.5)]
+    home = [t for t, angle in angle_after if t > moved_s and angle == pytest.approx(0, abs=0.5)]
+    assert min(out) == pytest.approx(moved_s)
+    assert max(out) < moved_s + 0.8 - 1e-6 <= min(home)
+    assert max(out) > records[0]["source_time"] + 0.8  # still out past the frame clock's end of the hold
 
 
 def test_the_frame_that_settles_an_item_is_classified_even_with_settle_s_0(scene_config, colour_model_path,
