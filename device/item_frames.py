@@ -114,14 +114,11 @@ class ItemFrames:
     def for_decision(self, settled: bool) -> list[FrameSlot]:
         """Up to ``keep`` frames to decide on, in time order. Settled: the still run's latest
         classified frames and the one being classified, or, with none of the run in flight, its
-        newest frame (so at most one more inference is needed; all of its latest frames in one
-        batch when none is classified yet); otherwise the stillest frames it had."""
+        newest frame (so at most one more inference is needed); otherwise the stillest frames it had."""
         if settled and self.still:
             chosen = list(self.classified)
             if self.in_flight is not None and self.in_flight.run == self._run:
                 chosen.append(self.in_flight)
-            elif not chosen:  # none classified yet: its latest frames, in one batch
-                chosen = list(self.still)
             elif not self.still[-1].done:  # classified when the worker is free
                 chosen.append(self.still[-1])
             return sorted(chosen, key=lambda s: s.seq)[-self.keep:]

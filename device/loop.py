@@ -234,8 +234,7 @@ class Sorter:
                 self.summary.passing += 1
                 log.info("something passed over the board at %.2f s and was gone within %.1f s: not an item",
                          t, self.config.presence.min_item_s)
-        learning = self.presence.state is State.LEARNING  # no speculation on the board being learned
-        for outcome in self.decider.advance(None if learning else self._item, t):
+        for outcome in self.decider.advance(self._item, t):
             self._record(outcome)
         if self.decider.deciding and not self._stuck:
             self.state = "deciding"

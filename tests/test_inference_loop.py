@@ -96,8 +96,10 @@ def test_the_loop_keeps_reading_frames_while_the_model_runs(bench):
     all while its only classified frame is still in the model. No record is invented meanwhile;
     once the model answers, the item gets exactly one, on the frame that was being classified."""
     sorter, classifier, _actuators, clock, log_path = bench
+    index = step_all(sorter, clock, frames((BOARD, 15)))  # the board is learned
+    assert sorter.worker.wait_done(GATE_TIMEOUT_S)
     classifier.gate.clear()
-    index = step_all(sorter, clock, frames((BOARD, 15), (item_on(BOARD, RED), 20), (BOARD, 15)))
+    index = step_all(sorter, clock, frames((item_on(BOARD, RED), 20), (BOARD, 15)), index)
     assert classifier.started.is_set() and not sorter.worker.idle
     assert sorter.summary.frames == 50 and sorter.presence.state is State.EMPTY
     assert list(read_records(log_path)) == [] and sorter.decider.waiting == 1
