@@ -50,6 +50,8 @@ scenes: $(VENV)/.device
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest
 
+# The fp32 twin (int8 speed-up) needs the onnx package of the dev extra (`make test` installs it);
+# without it the bench says so and measures the rest.
 bench: $(VENV)/.device
 	$(VENV)/bin/waste-sorter bench
 

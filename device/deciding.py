@@ -92,6 +92,9 @@ class Decider:
     def decide(self, item: ItemFrames, event: str, t: float) -> None:
         """Presence decided ``item`` (``event``) at source time ``t``; its outcome comes out of
         :meth:`advance` once its frames are classified (at once when they already are)."""
+        result = self.worker.poll()  # a frame of it just classified counts (and may decide it early)
+        if result is not None:
+            self._took(result, item, t)
         if item.decided:  # decided early: presence's verdict comes later and changes nothing
             return
         item.decided = True
@@ -118,8 +121,8 @@ class Decider:
         """The run ends: wait for the inference in progress, then an outcome for every item
         still undecided (``current`` too, if it is one), without classifying more."""
         result = self.worker.wait(FINISH_WAIT_S)
-        if result is not None:
-            self._took(result, None, t)
+        if result is not None and result.then_error is not None:  # the run is ending: say it, record the rest
+            log.error("deciding an item failed: %s", result.then_error)
         with self._lock:
             for pending in self._pending:
                 if pending.outcome is None:

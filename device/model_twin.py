@@ -1,7 +1,7 @@
 """The fp32 twin of a QDQ int8 model: the same network with float weights and no quantization.
 
 It shows what quantization buys on a machine (the figures in ``device/model/REPORT.md`` were
-measured with it; ``waste-sorter bench`` does not run it yet). Weights are the dequantized int8 ones (so the twin computes what the int8 model
+measured with it; ``waste-sorter bench`` measures both side by side). Weights are the dequantized int8 ones (so the twin computes what the int8 model
 approximates); activation QuantizeLinear/DequantizeLinear pairs are removed, or become the ReLU
 they stood for where their range starts at 0. Needs the ``onnx``
 package (a dev/train dependency, not a device one).
