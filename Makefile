@@ -27,7 +27,7 @@ demo: $(VENV)/.device
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(VENV)/bin/waste-sorter demo-scene --photos $(TRASHNET) --split device/model/split.json \
 		--out $(DEMO)/scene.mp4 --items 12 --all-nuisances
-	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/waste-sorter run --source $(DEMO)/scene.mp4 --log $(DEMO)/sort.jsonl
+	$(VENV)/bin/waste-sorter run --config device/demo.toml --source $(DEMO)/scene.mp4 --log $(DEMO)/sort.jsonl
 	$(VENV)/bin/waste-sorter logs --log $(DEMO)/sort.jsonl --summary
 	$(VENV)/bin/waste-sorter score-scene --truth $(DEMO)/scene.truth.json --log $(DEMO)/sort.jsonl --reference
 

@@ -36,6 +36,11 @@ class ModelConfig:
     path: str = ""  # "" = the model shipped with the package
     threads: int | str = "auto"  # onnxruntime threads, or "auto": the cores the process may use
     frames_per_item: int = 3
+    # decide before presence calls the item settled once this many frames of its still run
+    # agree on the class with at least this mean confidence (no more frames would change it)
+    early_decision: bool = True
+    early_frames: int = 2
+    early_confidence: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class BinConfig:
     angle_deg: float = 0.0  # servo: where the diverter points for this bin
     hold_ms: float = 800.0  # servo: time at the bin angle before going home
     pulse_ms: float = 200.0  # pulse: time the output is on
+    light_pin: int | None = None  # indicator: a light that shows an item was routed here (none: no light)
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,34 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class CaptureConfig:
+    """Decision frames of uncertain and sampled items kept to be labelled (device/capture.py)."""
+
+    enabled: bool = False  # the device's config (config.example.toml, installed) turns it on
+    dir: str = "/var/lib/waste-sorter/captures"
+    min_confidence: float | None = None  # capture items decided below this; None: routing.min_confidence
+    sample_every: int = 20  # and every Nth item whatever its confidence; 0 = none
+    max_mb: float = 500.0  # the folder's quota: the oldest captures are deleted beyond it
+
+
+@dataclass(frozen=True)
 class GpioConfig:
     pin_factory: str = "auto"  # auto | mock | lgpio | rpigpio | pigpio | native
+
+
+@dataclass(frozen=True)
+class IndicatorConfig:
+    """What the person at the bin sees and hears (``device/indicator.py``); every output is
+    optional, and no pin at all (the section absent) means no indicator. A light per bin is
+    ``bins.NAME.light_pin``."""
+
+    ready_pin: int | None = None  # on: drop the next item; blinking: deciding; off: wait
+    buzzer_pin: int | None = None  # beeps for a fallback decision and when an item is stuck
+    active_high: bool = True  # the indicator's outputs are on when their pin is high
+    blink_ms: float = 250.0  # the ready light, deciding: this long on, this long off
+    show_ms: float = 3000.0  # a bin light stays on this long after an item is routed there
+    fallback_beep_ms: float = 150.0  # 0: no beep
+    stuck_beep_ms: float = 1000.0  # 0: no beep
 
 
 @dataclass(frozen=True)
@@ -105,6 +137,8 @@ class Config:
     bins: dict[str, BinConfig] = field(default_factory=_default_bins)
     log: LogConfig = field(default_factory=LogConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
 
 
 #: Allowed ranges (inclusive) by key path; "*" stands for any table name.
@@ -112,6 +146,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "camera.width": (64, 4096), "camera.height": (48, 4096), "camera.timeout_s": (0.1, 15),
     "camera.folder_fps": (0.1, 240),
     "model.threads": (1, 16), "model.frames_per_item": (1, 30),
+    "model.early_frames": (1, 30), "model.early_confidence": (0.5, 1.0),
     **{f"gate.{name}": bounds for name, bounds in THRESHOLD_RANGES.items()},
     "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
     # empty_frac and settle_motion_frac are "below which" shares: 0 would mean never empty /
@@ -126,7 +161,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "actuators.*.max_angle_deg": (-180, 180), "actuators.*.home_angle_deg": (-180, 180),
     "actuators.*.min_pulse_width_ms": (0.1, 5), "actuators.*.max_pulse_width_ms": (0.1, 5),
     "bins.*.angle_deg": (-180, 180), "bins.*.hold_ms": (10, 10_000), "bins.*.pulse_ms": (5, 5_000),
+    "bins.*.light_pin": (0, 27), "indicator.ready_pin": (0, 27), "indicator.buzzer_pin": (0, 27),
+    "indicator.blink_ms": (50, 5_000), "indicator.show_ms": (100, 60_000),
+    "indicator.fallback_beep_ms": (0, 5_000), "indicator.stuck_beep_ms": (0, 10_000),
     "log.max_bytes": (1_000, 10**11), "log.keep": (1, 100),
+    "capture.min_confidence": (0, 1), "capture.sample_every": (0, 1_000_000), "capture.max_mb": (1, 1_000_000),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "actuators.*.type": ("servo", "pulse"),
@@ -177,7 +216,8 @@ def _build(cls, table: Any, path: str, generic: str):
     for name, f in known.items():
         if name not in table:
             continue
-        kind = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), None)
+        kind = {"int": int, "float": float, "str": str, "bool": bool,
+                "int | None": int, "float | None": float}.get(str(f.type), None)  # None: absent (optional GPIO pins)
         if str(f.type) == "int | str":  # a number, or "auto" (model.threads)
             value = table[name]
             if isinstance(value, str) and value != "auto":
@@ -209,7 +249,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
     values: dict[str, Any] = {}
     for name, cls in (("camera", CameraConfig), ("model", ModelConfig), ("calibration", CalibrationConfig),
                       ("gate", GateThresholds), ("presence", PresenceSettings), ("routing", RoutingConfig),
-                      ("log", LogConfig), ("gpio", GpioConfig)):
+                      ("log", LogConfig), ("gpio", GpioConfig), ("indicator", IndicatorConfig),
+                      ("capture", CaptureConfig)):
         if name in raw:
             values[name] = _build(cls, raw[name], name, name)
     for name, cls in (("actuators", ActuatorConfig), ("bins", BinConfig)):
@@ -251,6 +292,10 @@ def _check_references(config: Config) -> None:
             raise ConfigError(f"actuators.{name}.pin: GPIO {actuator.pin} is already used by "
                               f"actuators.{pins[actuator.pin]}")
         pins[actuator.pin] = name
+    _check_indicator_pins(config)
+    if config.model.early_frames > config.model.frames_per_item:
+        raise ConfigError(f"model.early_frames: {config.model.early_frames} must be at most "
+                          f"model.frames_per_item ({config.model.frames_per_item})")
     if config.presence.max_settle_s <= config.presence.settle_s:
         raise ConfigError(f"presence.max_settle_s: {config.presence.max_settle_s} must be longer than "
                           f"presence.settle_s ({config.presence.settle_s})")
@@ -258,11 +303,27 @@ def _check_references(config: Config) -> None:
     if 0 < config.presence.stuck_warn_s <= longest_s + config.presence.clear_s:
         raise ConfigError(f"presence.stuck_warn_s: {config.presence.stuck_warn_s} must be 0 (off) or longer than "
                           f"the longest bin hold/pulse plus presence.clear_s ({longest_s + config.presence.clear_s:g} s)")
+    if config.capture.enabled and not config.capture.dir.strip():
+        raise ConfigError("capture.dir: must name a folder when capture.enabled is true")
     if config.routing.fallback_bin not in config.bins:
         raise ConfigError(f"routing.fallback_bin: no bin named {config.routing.fallback_bin!r}")
     for label, bin_name in config.routing.classes.items():
         if bin_name not in config.bins:
             raise ConfigError(f"routing.classes.{label}: no bin named {bin_name!r}")
+
+
+def _check_indicator_pins(config: Config) -> None:
+    """The indicator's pins must not clash with an actuator's or with each other."""
+    used = {actuator.pin: f"actuators.{name}" for name, actuator in config.actuators.items()}
+    wanted = [("indicator.ready_pin", config.indicator.ready_pin),
+              ("indicator.buzzer_pin", config.indicator.buzzer_pin)]
+    wanted += [(f"bins.{name}.light_pin", bin_.light_pin) for name, bin_ in config.bins.items()]
+    for path, pin in wanted:
+        if pin is None:
+            continue
+        if pin in used:
+            raise ConfigError(f"{path}: GPIO {pin} is already used by {used[pin]}")
+        used[pin] = path
 
 
 def routing_problems(config: Config, classes: tuple[str, ...]) -> list[str]:

@@ -53,6 +53,7 @@ class Outcome:
     actuator_error: ActuatorError | None
     latency_ms: float  # deciding frame processed -> actuated
     slots: tuple[FrameSlot, ...]  # the frames the decision used
+    actuated: bool = False  # the bin's actuator moved for it
 
 
 @dataclass(eq=False)
@@ -200,7 +201,7 @@ class Decider:
     def _complete(self, pending: _Pending, stopped_why: str = "") -> None:
         decision = decide(self.classes, self.routing, pending.item, pending.slots, pending.error)
         reason = how_decided(pending.event, decision)
-        error = None
+        error, moved = None, False
         if stopped_why:
             reason = _joined(f"{stopped_why}: not actuated", reason)
         else:
@@ -210,8 +211,9 @@ class Decider:
                 reason = _joined(f"actuator failed ({actuation.error})", reason)
             elif not actuation.moved:
                 reason = _joined("stopping: not actuated", reason)
+            moved = actuation.moved
         pending.outcome = Outcome(pending.item, pending.event, pending.t, decision, reason, error,
-                                  (time.perf_counter() - pending.started) * 1000, tuple(pending.slots))
+                                  (time.perf_counter() - pending.started) * 1000, tuple(pending.slots), moved)
 
     def _completed(self) -> list[Outcome]:
         done = []

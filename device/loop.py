@@ -37,6 +37,7 @@ from device.deciding import Actuation, Decider, Outcome
 from device.decision import RunSummary
 from device.errors import ActuatorError, CalibrationError, CameraError, ConfigError, ModelError
 from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.indicator import Indicator
 from device.inference_worker import InferenceWorker
 from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item, observe
 from device.notify import watchdog_interval_s
@@ -53,11 +54,12 @@ class Sorter:
                  sortlog: SortLog, calibration=None, calibration_loader: Callable[[], tuple] | None = None,
                  notifier=None, status_writer: Callable[["Sorter"], None] | None = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 inference: InferenceWorker | None = None):
+                 inference: InferenceWorker | None = None, indicator: Indicator | None = None):
         """``clock`` (seconds) times the actuators; ``None`` times them on frame timestamps
         (source time: a replay actuates identically at any speed). ``sleep`` waits out the last
         hold or pulse when a run ends at ``max_items`` on a clock. ``inference``: where the model
-        runs; by default a worker thread on a clock (a live camera), inline in source time."""
+        runs; by default a worker thread on a clock (a live camera), inline in source time.
+        ``indicator``: the lights and buzzer the person at the bin sees (:mod:`device.indicator`)."""
         self.config = config
         self.clock = clock
         self.sleep = sleep
@@ -66,6 +68,7 @@ class Sorter:
         self.actuators = actuators
         self.sortlog = sortlog
         self.notifier = notifier
+        self.indicator = indicator
         self.status_writer = status_writer
         self.calibration_loader = calibration_loader
         self.gate = ExposureGate(config.gate)
@@ -127,6 +130,8 @@ class Sorter:
 
     def _on_stop_signal(self, signum, _frame) -> None:
         self.actuators.safe_all()  # first, whatever the loop is blocked on
+        if self.indicator:
+            self.indicator.safe_all()
         self._stop_signal = signum
 
     def _on_reload_signal(self, _signum, _frame) -> None:
@@ -169,6 +174,8 @@ class Sorter:
                     break
         finally:
             self.actuators.safe_all()
+            if self.indicator:
+                self.indicator.safe_all()
             self.finish("stopping")
             if self._owns_worker:
                 self.worker.close()
@@ -203,6 +210,8 @@ class Sorter:
             self._count_reject(verdict)
             self._warn_unusable_once(image, verdict.reason)
             return verdict
+        if update.event == "arrived" and self.indicator:
+            self.indicator.arrived(self._actuator_time_s(t))
         if update.event in ("arrived", "departed", "learned", "left"):
             if self._stuck:
                 log.info("board %s: sorting again", "changed" if update.event == "arrived" else "cleared")
@@ -238,6 +247,8 @@ class Sorter:
             self._record(outcome)
         if self.decider.deciding and not self._stuck:
             self.state = "deciding"
+        if self.indicator:
+            self.indicator.show_state(self.state, self._actuator_time_s(t))
         if update.state is State.EMPTY and self._reload_requested:
             self._reload_calibration()
         return verdict
@@ -322,6 +333,9 @@ class Sorter:
             model_sha256=self.classifier.sha256[:12], calibration_id=self.calibration_id, settled=settled,
             early=outcome.event == "early")
         self.sortlog.append(record)
+        if self.indicator and outcome.actuated:
+            self.indicator.routed(decision.bin, self._actuator_time_s(t),
+                                  fallback=decision.bin == self.config.routing.fallback_bin and bool(decision.reason))
         self._sorted = None if outcome.event in ("left", "stopped") else (item.number, decision.bin, t)
         self.summary.items += 1
         self.summary.items_per_bin[decision.bin] += 1

@@ -27,6 +27,7 @@ from device.config import Config, load_config, routing_problems
 from device.errors import ConfigError, UsageError
 from calibration.store import is_absent, load_for_camera
 from device.loop import Sorter
+from device.indicator import Indicator, format_history
 from device.notify import Notifier
 from device.paced_camera import PacedCamera
 from device.runtime_status import RuntimeStatus, write_runtime_status
@@ -117,19 +118,20 @@ def _main(args, early: "StartupSignals") -> int:
     status_writer = _status_writer(args.status_file, classifier) if args.status_file else None
     controls = calibration[0].controls if calibration else None
     sortlog = SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep)
+    pin_factory = resolve_pin_factory(config.gpio.pin_factory)  # one for the actuators and the lights
     try:
         with classifier, Notifier() as notifier, \
                 open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
                             size=size, folder_fps=config.camera.folder_fps) as opened, \
                 paced_if(opened, args.realtime) as camera, \
-                BinActuators(config.actuators, config.bins,
-                             pin_factory=resolve_pin_factory(config.gpio.pin_factory)) as actuators, \
+                BinActuators(config.actuators, config.bins, pin_factory=pin_factory) as actuators, \
+                Indicator(config.indicator, config.bins, pin_factory=pin_factory) as indicator, \
                 sortlog:
             sorter = Sorter(config, camera=camera, classifier=classifier, actuators=actuators, sortlog=sortlog,
                             calibration=calibration,
                             calibration_loader=((lambda: load_calibration_for(calibration_path, size))
                                                 if calibration_path else None),
-                            notifier=notifier, status_writer=status_writer,
+                            notifier=notifier, status_writer=status_writer, indicator=indicator,
                             clock=time.monotonic if camera.live else None)
             sorter.install_signal_handlers()
             early.hand_over()  # a signal of the start-up reaches the sorter now
@@ -137,6 +139,8 @@ def _main(args, early: "StartupSignals") -> int:
     finally:
         _journal_unwritten(sortlog)
     print(summary.format())
+    if indicator.history and not camera.live:  # a recording: what the person at the bin saw, change by change
+        print(format_history(indicator.history))
     if sortlog.pending:
         return 75
     return 0
@@ -169,7 +173,8 @@ def _status_writer(path: Path, classifier: Classifier):
             calibration_id=sorter.calibration_id,
             calibration_created_utc=getattr(sorter.calibration, "created_utc", ""),
             state=sorter.state, pid=os.getpid(), log_pending=sorter.sortlog.pending,
-            log_dropped=sorter.sortlog.dropped)
+            log_dropped=sorter.sortlog.dropped,
+            indicator=sorter.indicator.what_the_person_sees().describe() if sorter.indicator else "")
         try:
             write_runtime_status(path, status)
         except OSError as exc:

@@ -46,6 +46,7 @@ class RuntimeStatus:
     pid: int = 0
     log_pending: int = 0  # sort records waiting in memory (the log could not be written)
     log_dropped: int = 0  # sort records lost since start (the in-memory queue overflowed)
+    indicator: str = ""  # what the person at the bin sees (ready light, bin light, buzzer); "" without one
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

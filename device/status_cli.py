@@ -118,6 +118,7 @@ def collect(status_file: Path, log_path: Path, now: float, service: str) -> dict
             "calibration_id": status.calibration_id,
             "calibration_age_s": _age(status.calibration_created_utc, now),
             "log_pending": status.log_pending, "log_dropped": status.log_dropped,
+            "indicator": status.indicator,
         }
     return report
 
@@ -138,6 +139,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"age {format_age(rt['model_age_s'])}")
         lines.append(f"calibration  {rt['calibration_id'] or 'none'}, age {format_age(rt['calibration_age_s'])}")
         lines.append(f"items        {rt['items_since_start']} since start")
+        if rt["indicator"]:  # what the person at the bin sees (a sorter with an [indicator])
+            lines.append(f"indicator    {rt['indicator']}")
         if rt["log_pending"] or rt["log_dropped"]:
             lines.append(f"SORT LOG     {rt['log_pending']} record(s) waiting to be written, {rt['log_dropped']} lost: "
                          f"is the log's disk full or read-only? (journalctl -u waste-sorter)")
