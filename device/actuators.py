@@ -93,6 +93,20 @@ def is_gpio_failure(exc: BaseException) -> bool:
     return raised_in.split(".")[0] in GPIO_LIBRARIES
 
 
+def gpio_setup_error(exc: Exception, *, pin_key: str, device_key: str) -> Exception:
+    """What a GPIO device that could not be set up means, to raise: a ConfigError naming
+    ``pin_key`` for a pin that does not exist or cannot do PWM; an ActuatorError naming
+    ``device_key`` for a busy line or driver trouble (exit 69: a restart may succeed); ``exc``
+    itself for a bug, which stays a bug (a traceback), not a restartable 69."""
+    from gpiozero.exc import PinInvalidPin, PinPWMUnsupported
+
+    if isinstance(exc, (PinInvalidPin, PinPWMUnsupported)):
+        return ConfigError(f"{pin_key}: {exc}")
+    if not is_gpio_failure(exc):
+        return exc
+    return ActuatorError(f"{device_key}: cannot set up GPIO ({first_line(exc)})")
+
+
 @dataclass
 class _Active:
     actuator: str
@@ -102,7 +116,6 @@ class _Active:
 class BinActuators:
     def __init__(self, actuators: dict[str, ActuatorConfig], bins: dict[str, BinConfig], *, pin_factory):
         from gpiozero import AngularServo, DigitalOutputDevice
-        from gpiozero.exc import PinInvalidPin, PinPWMUnsupported
 
         self.bins = dict(bins)
         self.configs = dict(actuators)
@@ -125,14 +138,9 @@ class BinActuators:
                 else:
                     self.devices[name] = DigitalOutputDevice(
                         cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=pin_factory)
-        except (PinInvalidPin, PinPWMUnsupported) as exc:  # the configuration names a wrong pin
+        except Exception as exc:  # noqa: BLE001 - sorted by gpio_setup_error
             self.close()
-            raise ConfigError(f"actuators.{name}.pin: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - busy line, driver trouble: a restart may succeed
-            self.close()
-            if not is_gpio_failure(exc):  # a bug stays a bug (a traceback), not a restartable 69
-                raise
-            raise ActuatorError(f"actuators.{name}: cannot set up GPIO ({first_line(exc)})") from None
+            raise gpio_setup_error(exc, pin_key=f"actuators.{name}.pin", device_key=f"actuators.{name}") from None
 
     def actuate(self, bin_name: str, now_s: float) -> bool:
         """Move/pulse the bin's actuator; it returns to safe at ``now_s`` + hold/pulse time.

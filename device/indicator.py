@@ -29,9 +29,9 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from device.actuators import TIME_TOLERANCE_S, is_gpio_failure
+from device.actuators import TIME_TOLERANCE_S, gpio_setup_error, is_gpio_failure
 from device.config import BinConfig, IndicatorConfig
-from device.errors import ActuatorError, ConfigError, first_line
+from device.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,6 @@ class Indicator:
 
     def __init__(self, indicator: IndicatorConfig, bins: dict[str, BinConfig], *, pin_factory):
         from gpiozero import LED, Buzzer
-        from gpiozero.exc import PinInvalidPin
 
         self.config = indicator
         self.ready: _Output | None = None
@@ -142,14 +141,9 @@ class Indicator:
                     self.buzzer = output
                 else:
                     self.ready = output
-        except PinInvalidPin as exc:  # the configuration names a wrong pin
+        except Exception as exc:  # noqa: BLE001 - sorted by gpio_setup_error
             self.close()
-            raise ConfigError(f"{key_path}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - busy line, driver trouble: a restart may succeed
-            self.close()
-            if not is_gpio_failure(exc):  # a bug stays a bug (a traceback), not a restartable 69
-                raise
-            raise ActuatorError(f"{key_path}: cannot set up GPIO ({first_line(exc)})") from None
+            raise gpio_setup_error(exc, pin_key=key_path, device_key=key_path) from None
 
     @property
     def outputs(self) -> list[_Output]:

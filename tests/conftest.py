@@ -3,6 +3,7 @@ scripted scenes rendered by the project's own renderer, and the shared TrashNet 
 
 from __future__ import annotations
 
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -121,6 +122,15 @@ def scene_config(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(CONFIG)
     return load_config(path)
+
+
+@pytest.fixture
+def own_signal_handlers():
+    """Tests that install the sorter's signal handlers get the original ones back afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 # -- systemd notify ------------------------------------------------------------------------

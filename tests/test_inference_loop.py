@@ -127,14 +127,6 @@ def test_a_hold_ends_on_time_while_the_model_runs(bench):
     assert actuators.devices["diverter"].angle == pytest.approx(0, abs=0.5)
 
 
-@pytest.fixture
-def own_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 def test_sigterm_during_an_inference_makes_the_pins_safe_at_once_and_the_item_still_gets_a_record(
         scene_config, colour_model_path, tmp_path, own_signal_handlers):
     """The diverter is out (5 s hold) and the next item's inference is held when SIGTERM comes:

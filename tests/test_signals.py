@@ -47,14 +47,6 @@ def config(scene_config):
     return scene_config
 
 
-@pytest.fixture
-def own_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 class BlockingCamera(CameraBase):
     """Camera protocol: scene frames until ``block_now()``; then waits (a real Event) for ``release``:
     a frame if released, else CameraError after ``timeout_s`` like the live backends. Like
