@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibration.cli", "recalibrate exposure and the empty-board reference"),
     "logs": ("device.logs_cli", "read, follow, filter and summarise the sort log"),
     "status": ("device.status_cli", "is the sorter running, what did it do today"),
+    "captures": ("device.captures_cli", "list, view, label and export the items the sorter captured"),
     "demo-scene": ("device.demo_scene", "render a demo video of items from labelled photos"),
     "score-scene": ("device.scene_score", "score a sort log against a demo scene's truth file"),
     "bench": ("device.bench", "measure per-frame cost, model latency and memory"),

@@ -15,7 +15,10 @@ time); ``waste-sorter score-scene`` scores a sort log against it.
 
 The photos are ImageFolder-style (one folder per class), e.g. TrashNet
 (github.com/garythung/trashnet, ``dataset-resized``); ``--split`` takes the photos of one
-subset of a split manifest (``device/model/split.json``: the model's own test photos).
+subset of a split manifest (``device/model/split.json``: the model's own test photos;
+``--subset train`` or ``val`` draws from the photos it was trained on). ``--light`` and
+``--board-seed`` fix the board and the light apart from ``--seed``, so two scenes of other items
+can share one board under one light (e.g. one to capture and fine-tune on, one to measure).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from pathlib import Path
 
 from device.contract import read_rgb
 from device.errors import DataError, UsageError
+from device.relight import CONDITIONS
 from device.scene_render import (FRAME_SIZE, KINDS, Nuisances, SceneItem, Stage, Timing, expose, make_board,
-                                 plain_stage, render, scene_stage, still_view)
+                                 plain_stage, render, scene_stage, stage_of, still_view)
 
 __all__ = ["FRAME_SIZE", "KINDS", "Nuisances", "SceneItem", "Stage", "Timing", "expose", "make_board",
            "plain_stage", "render", "scene_stage", "still_view", "photo_items", "main", "add_arguments"]
@@ -64,9 +68,10 @@ def photo_pool(photos: Path, split: Path | None = None, subset: str = "test") ->
 
 
 def photo_items(photos: Path, n: int, *, seed: int, overexposed: int = 0, glare: int = 0, flash: int = 0,
-                clip: int = 0, quick: int = 0, at_start: bool = False, split: Path | None = None) -> list[SceneItem]:
+                clip: int = 0, quick: int = 0, at_start: bool = False, split: Path | None = None,
+                subset: str = "test") -> list[SceneItem]:
     """``n`` photos drawn (seeded) with the given number of items of each kind."""
-    pool = photo_pool(photos, split)
+    pool = photo_pool(photos, split, subset)
     rng = random.Random(seed)
     chosen = rng.sample(pool, min(n, len(pool)))
     kinds = (["overexposed"] * overexposed + ["glare"] * glare + ["flash"] * flash + ["clip"] * clip
@@ -83,6 +88,8 @@ def photo_items(photos: Path, n: int, *, seed: int, overexposed: int = 0, glare:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=Path, required=True, help="ImageFolder of labelled photos")
     p.add_argument("--split", type=Path, help="draw from the test photos of this split manifest")
+    p.add_argument("--subset", choices=("train", "val", "test"), default="test",
+                   help="the subset of --split to draw from (default: test)")
     p.add_argument("--out", type=Path, default=Path("scene.mp4"))
     p.add_argument("--items", type=int, default=12)
     p.add_argument("--overexposed", type=int, default=2, help="items whose frames are all blown out")
@@ -103,6 +110,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "changes and hands every ~10 items, an item at start, rests of 1 s, gaps of 0.8 s")
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--board-seed", type=int, help="the board's texture (default: --seed)")
+    p.add_argument("--light", choices=tuple(CONDITIONS),
+                   help="board colour and light of one of evaluate --relight's conditions (warm: tungsten-like; "
+                        "default: a mid-grey board under neutral light)")
 
 
 def _apply_all_nuisances(args) -> None:
@@ -134,6 +145,8 @@ def _check(args) -> None:
     if not (0 <= args.shake_px <= 8 and 0 <= args.noise <= 50 and 0.5 <= args.fps <= 120
             and 0.1 <= args.still_s <= 30 and 0.1 <= args.gap_s <= 30):
         raise UsageError("--shake-px 0-8, --noise 0-50, --fps 0.5-120, --still-s and --gap-s 0.1-30")
+    if args.subset != "test" and args.split is None:
+        raise UsageError("--subset needs --split (the manifest whose subset to draw from)")
 
 
 def main(args) -> int:
@@ -141,20 +154,26 @@ def main(args) -> int:
         _apply_all_nuisances(args)
     _check(args)
     items = photo_items(args.photos, args.items, seed=args.seed, overexposed=args.overexposed, glare=args.glare,
-                        flash=args.flash, clip=args.clip, quick=args.quick, at_start=args.at_start, split=args.split)
+                        flash=args.flash, clip=args.clip, quick=args.quick, at_start=args.at_start, split=args.split,
+                        subset=args.subset)
     rng = random.Random(args.seed + 1)
     n = len(items)
     hands = tuple(sorted(rng.sample(range(1, n + 1), min(args.hands, n))))
     nuisances = Nuisances(shake_px=args.shake_px, noise=args.noise, motion_blur=args.motion_blur,
                           light_changes=_light_changes(args.light_changes, n, rng), hands=hands)
     timing = Timing(fps=args.fps, still_s=args.still_s, gap_s=args.gap_s)
-    stage = scene_stage(args.seed)
+    stage_record = {"seed": args.seed}
+    if args.board_seed is not None:
+        stage_record["board_seed"] = args.board_seed
+    if args.light is not None:
+        stage_record["light"] = args.light
+    stage = stage_of(stage_record)
     events: list[dict] = []
     truth = render(items, args.out, stage=stage, timing=timing, seed=args.seed, nuisances=nuisances, events=events)
     truth_path = args.out.with_suffix(".truth.json")
     truth_path.write_text(json.dumps({
         "fps": args.fps, "timing": asdict(timing), "nuisances": asdict(nuisances),
-        "stage": {"seed": args.seed}, "photos": str(args.photos), "video": args.out.name, "items": truth,
+        "stage": stage_record, "photos": str(args.photos), "video": args.out.name, "items": truth,
         "events": events}, indent=1))
     kinds = ", ".join(f"{k} {sum(i.kind == k for i in items)}" for k in KINDS if any(i.kind == k for i in items))
     print(f"wrote {args.out} ({n} items: {kinds}) and {truth_path}")

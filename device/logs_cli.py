@@ -221,6 +221,9 @@ def format_record(record: Record, color: bool = False) -> str:
     text = (f"{record.get('ts', '?')}  #{record.get('item', '?')}  {record.get('label') or '-'} {conf}"
             f" -> {record.get('bin', '?')}  frames {record.get('frames_used', '?')}"
             f"+{record.get('frames_rejected', 0)} rejected  {lat}")
+    capture_id = record.get("capture_id")  # records written before captures have none
+    if capture_id:
+        text += f"  capture {capture_id}"
     reason = record.get("reason")
     if reason:
         text += f"  [{reason}]"

@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from device.actuators import TIME_TOLERANCE_S, BinActuators
 from device.camera import AdjustableCamera, Camera
+from device.capture import CaptureWriter
 from device.classifier import Classifier
 from device.config import Config, routing_problems
 from device.deciding import Actuation, Decider, Outcome
@@ -54,12 +56,14 @@ class Sorter:
                  sortlog: SortLog, calibration=None, calibration_loader: Callable[[], tuple] | None = None,
                  notifier=None, status_writer: Callable[["Sorter"], None] | None = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 inference: InferenceWorker | None = None, indicator: Indicator | None = None):
+                 inference: InferenceWorker | None = None, indicator: Indicator | None = None,
+                 capture: CaptureWriter | None = None):
         """``clock`` (seconds) times the actuators; ``None`` times them on frame timestamps
         (source time: a replay actuates identically at any speed). ``sleep`` waits out the last
         hold or pulse when a run ends at ``max_items`` on a clock. ``inference``: where the model
         runs; by default a worker thread on a clock (a live camera), inline in source time.
-        ``indicator``: the lights and buzzer the person at the bin sees (:mod:`device.indicator`)."""
+        ``indicator``: the lights and buzzer the person at the bin sees (:mod:`device.indicator`);
+        ``capture``: saves the frames of items worth labelling (:mod:`device.capture`)."""
         self.config = config
         self.clock = clock
         self.sleep = sleep
@@ -69,6 +73,7 @@ class Sorter:
         self.sortlog = sortlog
         self.notifier = notifier
         self.indicator = indicator
+        self.capture = capture or CaptureWriter.off()
         self.status_writer = status_writer
         self.calibration_loader = calibration_loader
         self.gate = ExposureGate(config.gate)
@@ -95,6 +100,17 @@ class Sorter:
         self._model_failures = 0  # items in a row the classifier failed on
         for problem in routing_problems(config, classifier.classes):
             log.warning("%s", problem)
+
+    def close(self) -> None:
+        """Stop the inference worker the sorter started (``run()`` does it when it ends)."""
+        if self._owns_worker:
+            self.worker.close()
+
+    def __enter__(self) -> "Sorter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- calibration -------------------------------------------------------------------
     def apply_calibration(self, calibration, board_image: np.ndarray) -> None:
@@ -177,8 +193,7 @@ class Sorter:
             if self.indicator:
                 self.indicator.safe_all()
             self.finish("stopping")
-            if self._owns_worker:
-                self.worker.close()
+            self.close()
             self.sortlog.flush()
             self.state = "stopped"
             if self.notifier:
@@ -332,6 +347,9 @@ class Sorter:
             reject_reasons=dict(item.rejected), latency_ms=outcome.latency_ms,
             model_sha256=self.classifier.sha256[:12], calibration_id=self.calibration_id, settled=settled,
             early=outcome.event == "early")
+        capture_id = self.capture.offer(record, [slot.image for slot in outcome.slots])
+        if capture_id:
+            record = replace(record, capture_id=capture_id)
         self.sortlog.append(record)
         if self.indicator and outcome.actuated:
             self.indicator.routed(decision.bin, self._actuator_time_s(t),

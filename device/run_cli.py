@@ -22,6 +22,7 @@ from pathlib import Path
 
 from device.actuators import BinActuators, resolve_pin_factory
 from device.camera import check_source_option, open_camera
+from device.capture import CaptureWriter
 from device.classifier import Classifier
 from device.config import Config, load_config, routing_problems
 from device.errors import ConfigError, UsageError
@@ -120,7 +121,9 @@ def _main(args, early: "StartupSignals") -> int:
     sortlog = SortLog(Path(config.log.path), max_bytes=config.log.max_bytes, keep=config.log.keep)
     pin_factory = resolve_pin_factory(config.gpio.pin_factory)  # one for the actuators and the lights
     try:
-        with classifier, Notifier() as notifier, \
+        with classifier, CaptureWriter.from_config(config, classes=classifier.classes,
+                                                   model_sha256=classifier.sha256) as capture, \
+                Notifier() as notifier, \
                 open_camera(config.camera.source, controls=controls, timeout_s=config.camera.timeout_s,
                             size=size, folder_fps=config.camera.folder_fps) as opened, \
                 paced_if(opened, args.realtime) as camera, \
@@ -131,7 +134,7 @@ def _main(args, early: "StartupSignals") -> int:
                             calibration=calibration,
                             calibration_loader=((lambda: load_calibration_for(calibration_path, size))
                                                 if calibration_path else None),
-                            notifier=notifier, status_writer=status_writer, indicator=indicator,
+                            notifier=notifier, status_writer=status_writer, indicator=indicator, capture=capture,
                             clock=time.monotonic if camera.live else None)
             sorter.install_signal_handlers()
             early.hand_over()  # a signal of the start-up reaches the sorter now
@@ -139,6 +142,7 @@ def _main(args, early: "StartupSignals") -> int:
     finally:
         _journal_unwritten(sortlog)
     print(summary.format())
+    print(capture.summary())
     if indicator.history and not camera.live:  # a recording: what the person at the bin saw, change by change
         print(format_history(indicator.history))
     if sortlog.pending:

@@ -119,7 +119,14 @@ def read_regular(path: str | os.PathLike, *, what: str, error: type[SorterError]
             size = os.fstat(fh.fileno()).st_size
             if size > limit_bytes:
                 raise error(f"{show_path(path)}: {what} is too large ({size} bytes, at most {limit_bytes})")
-            data = fh.read(limit_bytes + 1)
+            # what fstat says, plus one byte to see a file that grew: read(limit + 1) would
+            # allocate the whole limit (1 GiB for a model) up front, more than a small Pi has
+            data = fh.read(size + 1)
+            if len(data) > size:  # it grew while being read: go on, a MiB at a time, up to the limit
+                grown = bytearray(data)
+                while len(grown) <= limit_bytes and (more := fh.read(min(MiB, limit_bytes + 1 - len(grown)))):
+                    grown += more
+                data = bytes(grown)
         except OSError as exc:  # EIO, a file on a vanished network share
             raise error(f"{show_path(path)}: {what} is unreadable ({exc.strerror or exc})") from None
     if len(data) > limit_bytes:

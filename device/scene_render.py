@@ -92,11 +92,31 @@ def textured_board(size=FRAME_SIZE, seed: int = 0, albedo=(0.5, 0.5, 0.48), text
     return (np.asarray(albedo, np.float32)[None, None] * (1 + texture * pattern[..., None])).clip(0.01, 1)
 
 
-def scene_stage(seed: int = 0) -> Stage:
+#: The demo stage's exposure: a white item does not clip even when the room gets 30% brighter.
+SCENE_LEVEL = 0.8
+
+
+def scene_stage(seed: int = 0, *, light: str | None = None, board_seed: int | None = None) -> Stage:
     """The demo's stage: a textured mid-grey board (white items and dark ones both stand out),
     neutral light with some vignetting, exposed so that a white item does not clip even when
-    the room gets 30% brighter."""
-    return Stage(textured_board(seed=seed), level=0.8, vignette=0.25)
+    the room gets 30% brighter. The board's texture is drawn from ``board_seed`` (default:
+    ``seed``). ``light`` names one of :data:`device.relight.CONDITIONS`: its board colour (with
+    the same texture), its light's colour and its level (relative to that exposure)."""
+    board_seed = seed if board_seed is None else board_seed
+    if light is None:
+        return Stage(textured_board(seed=board_seed), level=SCENE_LEVEL, vignette=0.25)
+    from device.relight import CONDITIONS
+    if light not in CONDITIONS:
+        raise DataError(f"unknown light {light!r} (one of {', '.join(CONDITIONS)})")
+    condition = CONDITIONS[light]
+    return Stage(textured_board(seed=board_seed, albedo=condition.board), light=condition.light,
+                 level=SCENE_LEVEL * condition.level, vignette=0.25)
+
+
+def stage_of(record: dict) -> Stage:
+    """The stage a scene's truth file records (``{"seed": N}``, with ``board_seed`` and ``light``
+    when they were chosen apart from the seed)."""
+    return scene_stage(record["seed"], light=record.get("light"), board_seed=record.get("board_seed"))
 
 
 def make_board(size=FRAME_SIZE, seed: int = 0) -> np.ndarray:

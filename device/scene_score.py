@@ -170,9 +170,9 @@ def reference_correct(truth: dict, photos: Path, model: Path | None) -> int:
     loop's."""
     from device.classifier import Classifier
     from device.contract import read_rgb
-    from device.scene_render import SceneItem, scene_stage, still_view
+    from device.scene_render import SceneItem, stage_of, still_view
 
-    stage = scene_stage(truth["stage"]["seed"])
+    stage = stage_of(truth["stage"])
     normal = [item for item in truth["items"] if item["kind"] == "normal"]
     with Classifier(model) as classifier:
         return sum(classifier.classify([still_view(SceneItem(read_rgb(str(photos / item["source"])), item["label"]),

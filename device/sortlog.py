@@ -47,10 +47,12 @@ class SortEvent:
     frames_used: int
     frames_rejected: int
     reject_reasons: dict[str, int]
-    latency_ms: float  # settled -> actuated
+    latency_ms: float  # deciding frame processed -> actuated (the inference still needed, if any)
     model_sha256: str  # prefix
     calibration_id: str
     settled: bool = True  # False: the item kept moving and was decided after presence.max_settle_s
+    capture_id: str = ""  # the capture of its decision frames (device/capture.py); "" when none
+    early: bool = False  # decided while settling: its first still frames agreed (model.early_*)
 
     def to_json(self) -> str:
         body = asdict(self)

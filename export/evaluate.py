@@ -1,12 +1,15 @@
 """Evaluate a model on a folder of labelled photos, through the device's own classifier.
 
-    waste-sorter evaluate --data DIR [--model M] [--split S --subset test] [--out-dir D] [--json]
-                          [--relight all | --relight grey,warm,dim,green]
+    waste-sorter evaluate --data DIR [--data DIR2 ...] [--model M] [--split S --subset test]
+                          [--out-dir D] [--json] [--relight all | --relight grey,warm,dim,green]
 
 Needs only the device dependencies (onnxruntime, OpenCV, numpy). Without ``--model`` the
 device's default model is evaluated. Class folders are matched to the model's classes by name,
 in any case (``Cardboard/`` holds cardboard); a folder may hold only some of the classes.
-Photos that cannot be read are skipped with a warning and listed in the report.
+Photos that cannot be read are skipped with a warning and listed in the report. With several
+``--data`` folders (and the split ``train`` wrote for them) each folder is also reported on its
+own, and a folder of device photos (``waste-sorter captures export``) is named as such: the
+accuracy on what the sorter's own camera saw, apart from the photos'.
 
 ``--relight`` measures the model under device conditions as well: each photo's own background
 and light are taken out and the item is put on one board under one light
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.capture_export import is_capture_export
 from device.classifier import Classifier
 from device.contract import read_rgb
 from device.errors import DataError, UsageError
@@ -39,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="ImageFolder: one folder per class")
+    p.add_argument("--data", type=Path, required=True, action="append",
+                   help="ImageFolder: one folder per class; repeat for several (each is reported too)")
     p.add_argument("--model", type=Path, help="ONNX model (default: the device's shipped model)")
     p.add_argument("--split", type=Path, help="evaluate only one subset of this split manifest")
     p.add_argument("--subset", choices=("train", "val", "test"), default="test")
@@ -103,16 +108,24 @@ class Evaluation:
                  float(self.probabilities[i, self.predictions[i]])) for i in order]
 
 
-def photo_list(data: Path, classes: tuple[str, ...], split: Path | None, subset: str) -> list[tuple[Path, int]]:
+def photo_lists(data: list[Path], classes: tuple[str, ...], split: Path | None,
+                subset: str) -> list[list[tuple[Path, int]]]:
+    """Each folder's photos (of ``subset`` of ``split``, if given) with the model's class index."""
     if split is not None:
-        from export.split import load_split
+        from export.data_split import load_data_split
 
-        s = load_split(split, data)
+        s = load_data_split(split, data)
         index = {name: class_index(name, classes) for name in s.classes}
         missing = [c for c, i in index.items() if i is None]
         if missing:
             raise DataError(f"{split}: classes {missing} are unknown to the model")
-        return [(p, index[s.classes[label]]) for p, label in s.paths(subset)]
+        return [[(p, index[s.classes[label]]) for p, label in s.folder_paths(i, subset)]
+                for i in range(len(s.folders))]
+    return [photo_list(Path(root), classes) for root in data]
+
+
+def photo_list(data: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """Every photo of the folder ``data`` with the model's class index of its folder."""
     from export.split import scan_image_folder
 
     folder_classes, per_class = scan_image_folder(data, min_classes=1)
@@ -151,6 +164,33 @@ def evaluate(classifier: Classifier, items: list[tuple[Path, int]], batch: int =
     return Evaluation(classifier.classes, np.array([label for _, label in done], dtype=np.int64),
                       np.concatenate(probs) if probs else np.zeros((0, len(classifier.classes))),
                       tuple(str(p) for p, _ in done), tuple(skipped))
+
+
+def merge(evaluations: list[Evaluation]) -> Evaluation:
+    """One evaluation of the photos of several (of one model's classes)."""
+    first = evaluations[0]
+    return Evaluation(first.classes, np.concatenate([e.labels for e in evaluations]),
+                      np.concatenate([e.probabilities for e in evaluations]),
+                      tuple(p for e in evaluations for p in e.paths), tuple(p for e in evaluations for p in e.skipped))
+
+
+def folder_summaries(data: list[Path], per_folder: list[Evaluation]) -> dict:
+    """Each folder's summary, and that of the device photos of all of them (None without)."""
+    folders = [{"data": str(root), "device_photos": is_capture_export(root), **e.summary()}
+               for root, e in zip(data, per_folder)]
+    device = [e for root, e in zip(data, per_folder) if is_capture_export(root)]
+    return {"folders": folders, "device_photos": merge(device).summary() if device else None}
+
+
+def format_folders(summaries: dict) -> str:
+    lines = ["per folder"]
+    for f in summaries["folders"]:
+        kind = "device photos" if f["device_photos"] else "photos"
+        lines.append(f"  {kind:<13} {100 * f['accuracy']:7.2f}% on {f['n']:5d}  {f['data']}")
+    device = summaries["device_photos"]
+    if device is not None:
+        lines.append(f"accuracy on device photos: {100 * device['accuracy']:.2f}% on {device['n']} photos")
+    return "\n".join(lines)
 
 
 def load_photo(path: str, condition: str | None = None) -> np.ndarray:
@@ -244,19 +284,25 @@ def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None) -> l
 def main(args) -> int:
     conditions = relight_names(args.relight)
     classifier = Classifier(args.model, threads=args.threads)
-    items = photo_list(args.data, classifier.classes, args.split, args.subset)
+    lists = photo_lists(args.data, classifier.classes, args.split, args.subset)
+    items = [item for folder in lists for item in folder]
+    shown = ", ".join(map(str, args.data))
     if not items:
-        raise DataError(f"{args.data}: no photos to evaluate")
-    result = evaluate(classifier, items)
+        raise DataError(f"{shown}: no photos to evaluate")
+    per_folder = [evaluate(classifier, folder) for folder in lists]
+    result = merge(per_folder)
     if not len(result.labels):
-        raise DataError(f"{args.data}: none of the {len(items)} photos could be read")
+        raise DataError(f"{shown}: none of the {len(items)} photos could be read")
+    folders = folder_summaries(args.data, per_folder)
     relit = {name: evaluate(classifier, items, condition=name) for name in conditions}
     if args.json:
         extra = {"relit": {name: relit_summary(e, result) for name, e in relit.items()}} if relit else {}
         print(json.dumps({**result.summary(), "model": str(classifier.path),
-                          "model_sha256": classifier.sha256, **extra}))
+                          "model_sha256": classifier.sha256, **folders, **extra}))
     else:
         print(format_report(result))
+        if len(args.data) > 1 or folders["device_photos"] is not None:
+            print("\n" + format_folders(folders))
         if relit:
             print("\n" + format_conditions(result, relit))
     if args.out_dir:

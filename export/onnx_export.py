@@ -23,7 +23,7 @@ from device.contract import ModelContract, preprocess, read_rgb
 from device.errors import DataError, ModelError
 from export.models import WEIGHT_CHOICES, build_model, checkpoint_weights, load_checkpoint, unfit
 from export.package import save_model
-from export.split import load_split
+from export.data_split import load_data_split
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ OPSET = 18  # torch.export-based exporter's native opset (the device needs >= 17
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pth written by train")
-    p.add_argument("--data", type=Path, required=True, help="the ImageFolder the model was trained on")
+    p.add_argument("--data", type=Path, required=True, action="append",
+                   help="the ImageFolder the model was trained on (repeat as for train)")
     p.add_argument("--split", type=Path, help="split manifest (default: split.json beside the checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     p.add_argument("--parity-photos", type=int, default=16, help="validation photos for the parity check")
@@ -56,7 +57,7 @@ def main(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     contract = ModelContract.from_json(ckpt["contract"])
     split_path = args.split or args.checkpoint.parent / "split.json"
-    split = load_split(split_path, args.data)
+    split = load_data_split(split_path, args.data)
     if split.sha256 != ckpt["split_sha256"]:
         raise DataError(f"{split_path}: not the split this checkpoint was trained on")
     try:

@@ -11,6 +11,7 @@ folded bias. They are loaded with each batch norm as an identity carrying that b
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from torch import nn
 
 from device.errors import DataError, first_line
 from device.model_twin import dequantize
+
+log = logging.getLogger(__name__)
 
 
 def folded_weights(path: Path) -> dict[str, np.ndarray]:
@@ -125,3 +128,17 @@ def restore_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int = 
         bn.running_var.copy_(var)
         bn.weight.copy_(std)
         bn.bias.copy_(mean + shift)
+
+
+def warn_other_classes(model_path: Path, classes: tuple[str, ...]) -> None:
+    """Say so when a model to start from has other classes than the data (or in another order)."""
+    from device.contract import KEY_CONTRACT, ModelContract
+    from export.package import read_metadata
+
+    try:
+        theirs = ModelContract.from_json(read_metadata(model_path)[KEY_CONTRACT]).classes
+    except Exception:  # no readable contract: loading the weights says what is wrong with the file
+        return
+    if tuple(theirs) != tuple(classes):
+        log.warning("--init %s: its classes (%s) are not the data's (%s): its last layer does not stand for "
+                    "them and is learned again", model_path, ", ".join(theirs), ", ".join(classes))

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +33,9 @@ from device.classifier import Classifier
 from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
 from device.errors import DataError, ModelError
 from device.relight import random_condition, relight
-from device.bench import latency_ms
 from export.evaluate import evaluate, relight_names
 from export.package import save_model
-from export.split import load_split
+from export.data_split import load_data_split
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.P
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="fp32 ONNX written by export")
-    p.add_argument("--data", type=Path, required=True, help="the ImageFolder of the split")
+    p.add_argument("--data", type=Path, required=True, action="append",
+                   help="the ImageFolder of the split (repeat as for train)")
     p.add_argument("--split", type=Path, required=True, help="split manifest (calibration: train, report: test)")
     p.add_argument("--out", type=Path, required=True, help="int8 ONNX to write")
     p.add_argument("--calibration-photos", type=int, default=200, help="training photos to calibrate on")
@@ -73,6 +75,18 @@ class PhotoReader(CalibrationDataReader):
     def get_next(self):
         x = next(self._inputs, None)
         return None if x is None else {self._name: x}
+
+
+def latency_ms(classifier: Classifier, runs: int = 20) -> float:
+    """Median time of one batch-1 inference (after one warm-up run), for the report."""
+    x = np.zeros((1, 3, classifier.contract.input_height, classifier.contract.input_width), np.float32)
+    classifier.logits(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.logits(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 #: Float ops that must not be left in a quantized graph once onnxruntime has optimised it.
@@ -110,7 +124,7 @@ def accuracy(classifier: Classifier, items: list[tuple[Path, int]], condition: s
 def main(args) -> int:
     conditions = [] if args.relight == "none" else relight_names(args.relight)
     fp32 = Classifier(args.model, threads=2)
-    split = load_split(args.split, args.data)
+    split = load_data_split(args.split, args.data)
     if list(split.classes) != list(fp32.classes):
         raise ModelError(f"{args.model}: classes {fp32.classes} differ from the split's {split.classes}")
     split_sha256 = fp32.metadata.get(KEY_SPLIT_SHA256, "")

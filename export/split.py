@@ -3,6 +3,11 @@
 The manifest lists every photo by its path relative to the data folder, so the same split is
 reused by ``train``, ``export``, ``quantize`` and ``evaluate``; its SHA-256 goes into the model
 metadata so a shipped model names the exact split it was trained on.
+
+A folder of device photos written by ``waste-sorter captures export`` is split by item instead
+(:func:`make_item_split`): all frames of one capture go to one subset, chosen by a hash of the
+capture, so no item is both trained and tested on and a capture keeps its subset however many
+captures are added later. Several folders are one split in :mod:`export.data_split`.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from device.atomic import write_bytes
+from device.capture_export import exported_item, is_capture_export
 from device.errors import DataError
 
 SUBSETS = ("train", "val", "test")
@@ -28,6 +35,7 @@ class Split:
     classes: tuple[str, ...]
     files: dict[str, tuple[tuple[str, int], ...]]  # subset -> ((relative path, class index), ...)
     seed: int
+    method: str = "shuffle"  # "shuffle": per class with the seed; "item": device photos by capture
 
     @property
     def sha256(self) -> str:
@@ -36,15 +44,24 @@ class Split:
     def paths(self, subset: str) -> list[tuple[Path, int]]:
         return [(self.root / rel, label) for rel, label in self.files[subset]]
 
-    def save(self, path: Path) -> None:
-        body = {
+    @property
+    def device_photos(self) -> bool:
+        """Whether the folder holds device photos (a split by item)."""
+        return self.method == "item"
+
+    def body(self) -> dict[str, Any]:
+        """The manifest's content."""
+        return {
             "classes": list(self.classes),
             "seed": self.seed,
+            "method": self.method,
             "sha256": self.sha256,
             **{s: [[rel, label] for rel, label in self.files[s]] for s in SUBSETS},
         }
+
+    def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(path, json.dumps(body, indent=1).encode())
+        write_bytes(path, json.dumps(self.body(), indent=1).encode())
 
 
 def _canonical(classes, files) -> str:
@@ -83,10 +100,17 @@ def _photos_in(root: Path, name: str) -> list[str]:
     return sorted(found)
 
 
-def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> Split:
-    """Stratified split: each class is shuffled with ``seed`` and cut by the fractions."""
+def _check_fractions(val_frac: float, test_frac: float) -> None:
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"bad split fractions val={val_frac} test={test_frac}")
+
+
+def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> Split:
+    """Stratified split: each class is shuffled with ``seed`` and cut by the fractions; a
+    capture export is split by item (:func:`make_item_split`, whatever the seed)."""
+    _check_fractions(val_frac, test_frac)
+    if is_capture_export(root):
+        return make_item_split(root, val_frac=val_frac, test_frac=test_frac)
     classes, per_class = scan_image_folder(root)
     files: dict[str, list[tuple[str, int]]] = {s: [] for s in SUBSETS}
     for label, name in enumerate(classes):
@@ -101,16 +125,52 @@ def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> S
     return Split(root=root, classes=classes, files=frozen, seed=seed)
 
 
+def item_key(rel: str) -> str:
+    """What is split as one: a capture (all its exported frames), else the photo itself."""
+    name = rel.rsplit("/", 1)[-1]
+    return exported_item(name) or rel
+
+
+def subset_of(key: str, *, val_frac: float, test_frac: float) -> str:
+    """The subset of an item, from a hash of its key alone: stable as the folder grows."""
+    share = int(hashlib.sha256(f"waste-sorter item {key}".encode()).hexdigest()[:13], 16) / 16**13
+    return "test" if share < test_frac else "val" if share < test_frac + val_frac else "train"
+
+
+def make_item_split(root: Path, *, val_frac: float, test_frac: float) -> Split:
+    """Device photos split by item: every photo of a capture in the subset its id hashes to.
+    A capture relabelled since keeps its subset."""
+    _check_fractions(val_frac, test_frac)
+    classes, per_class = scan_image_folder(root, min_classes=1)
+    files: dict[str, list[tuple[str, int]]] = {s: [] for s in SUBSETS}
+    for label, name in enumerate(classes):
+        for rel in per_class[name]:
+            files[subset_of(item_key(rel), val_frac=val_frac, test_frac=test_frac)].append((rel, label))
+    frozen = {s: tuple(sorted(files[s])) for s in SUBSETS}
+    return Split(root=root, classes=classes, files=frozen, seed=0, method="item")
+
+
 def load_split(path: Path, root: Path) -> Split:
     """Read a manifest and check it against the data folder it describes."""
     try:
         raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
+    if isinstance(raw, dict) and "folders" in raw:
+        raise DataError(f"{path}: a split of {len(raw['folders'])} data folders; give as many --data folders")
+    return split_from_body(raw, root, path)
+
+
+def split_from_body(raw: Any, root: Path, path: Path) -> Split:
+    """The split a manifest's content describes, checked against its data folder ``root``."""
+    try:
         classes = tuple(str(c) for c in raw["classes"])
         files = {s: tuple((str(r), int(lbl)) for r, lbl in raw[s]) for s in SUBSETS}
         seed = int(raw["seed"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        method = str(raw.get("method", "shuffle"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
-    split = Split(root=Path(root), classes=classes, files=files, seed=seed)
+    split = Split(root=Path(root), classes=classes, files=files, seed=seed, method=method)
     if raw.get("sha256") != split.sha256:
         raise DataError(f"{path}: split manifest hash does not match its file lists")
     missing = [rel for s in SUBSETS for rel, _ in files[s] if not (Path(root) / rel).is_file()]

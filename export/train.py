@@ -11,6 +11,12 @@ are of one architecture) through a projection used only in training.
     waste-sorter train ... --find-lr          # learning-rate range test -> PNG + suggestion
     waste-sorter train ... --resume           # continue runs/r34/checkpoint.pth (same arguments)
     waste-sorter train ... --train-on-val     # final refit of a recipe chosen on validation
+    waste-sorter train --data TRASHNET --data CAPTURES --split device/model/split.json \
+        --init device/model/waste-sorter-resnet34-int8.onnx ...   # fine-tune on device photos
+
+Several ``--data`` folders are one training set (:mod:`export.data_split`): the first keeps the
+manifest ``--split`` names, a folder of exported captures is split by item, and every folder's
+test photos stay out of training; the split of all of them is written to OUTPUT_DIR/split.json.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from device.contract import FLATFIELD_POLICIES, ModelContract
-from device.errors import DataError
+from device.errors import DataError, UsageError
 from export.data import BatchAugment, load_cached, load_eval, mixup, resize_batch
+from export.data_split import split_for_training
 from export.models import ARCHS, build_model, checkpoint_weights, feature_dim, forward_features, load_checkpoint, unfit
-from export.onnx_weights import restore_batchnorm
-from export.split import load_or_make_split
+from export.onnx_weights import restore_batchnorm, warn_other_classes
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +53,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, help="ImageFolder: one folder per class")
+    p.add_argument("--data", required=True, type=Path, action="append",
+                   help="ImageFolder: one folder per class; repeat for several (TrashNet, exported captures)")
     p.add_argument("--output-dir", required=True, type=Path, help="checkpoints, split, plots")
-    p.add_argument("--split", type=Path, help="split manifest (default OUTPUT_DIR/split.json; made if missing)")
+    p.add_argument("--split", type=Path, help="split manifest (default OUTPUT_DIR/split.json; made if missing); "
+                                              "with several --data, that of all of them or of the first")
     p.add_argument("--val-frac", type=float, default=0.10)
     p.add_argument("--test-frac", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
@@ -87,6 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="final refit: the validation photos join training, so nothing is scored on them "
                         "(export then takes the EMA weights); the test photos stay held out")
     p.add_argument("--limit-per-class", type=int, help="use at most N training photos per class (smoke tests)")
+    p.add_argument("--replay-per-class", type=int,
+                   help="with several --data: at most N training photos per class of the first folder, "
+                        "all of the others' (a short fine-tune on device photos)")
 
 
 def student_size(args, epoch: int) -> tuple[int, int]:
@@ -187,7 +198,7 @@ def find_lr(model, projector, teachers, images, labels, augment, optimizer, args
 RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
                "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
                "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
-               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob")
+               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "replay_per_class")
 
 
 #: What a checkpoint written before --flatfield/--relight-prob existed was trained with.
@@ -247,28 +258,34 @@ def main(args) -> int:
     if ckpt is not None and (changed := resume_mismatches(ckpt["args"], args)):
         raise DataError(f"--resume: checkpoint was trained with {'; '.join(changed)} "
                         "(resume with the same values, or start anew with --init FILE.pth)")
-    split = load_or_make_split(args.split or out / "split.json", args.data,
+    if args.replay_per_class is not None and args.replay_per_class < 1:
+        raise UsageError(f"--replay-per-class {args.replay_per_class}: must be at least 1")
+    split = split_for_training(args.split or out / "split.json", out / "split.json", args.data,
                                val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
     args.num_classes = len(split.classes)
     if ckpt is not None and ckpt["split_sha256"] != split.sha256:
         raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
     contract = ModelContract(classes=split.classes, input_width=args.input_size,
                              input_height=args.input_height, flatfield=args.flatfield)
-    train_items = split.paths("train") + (split.paths("val") if args.train_on_val else [])
+    train_items = split.training_items(with_val=args.train_on_val, replay_per_class=args.replay_per_class)
     if args.limit_per_class:
         train_items = [it for c in range(args.num_classes)
                        for it in [x for x in train_items if x[1] == c][:args.limit_per_class]]
     if len(train_items) < args.batch_size:
-        raise DataError(f"{args.data}: {len(train_items)} training photos, fewer than one batch")
+        raise DataError(f"{', '.join(map(str, args.data))}: {len(train_items)} training photos, "
+                        f"fewer than one batch")
     images, labels = load_cached(train_items, "decode train")
     held_out = [] if args.train_on_val else split.paths("val")
     val_inputs, val_labels = load_eval(held_out, contract, "decode val") if held_out else (None, None)
+    if len(split.folders) > 1:
+        print("\n".join(split.describe() + ["(the test photos of every folder are held out)"]))
     print(f"{len(images)} train / {len(held_out)} val photos, classes {', '.join(split.classes)}")
 
     # On --resume the checkpoint's weights replace the initial ones: don't fetch those.
     model = build_model(args.arch, args.num_classes, "scratch" if ckpt is not None else args.init)
     model = model.to(device, memory_format=torch.channels_last)
     if ckpt is None and str(args.init).endswith(".onnx"):
+        warn_other_classes(Path(args.init), split.classes)
         # Batch norms folded away by export come back as identities: measure their statistics
         # on training photos so train-mode batch norm starts from the shipped model's outputs.
         sample = train_items[::max(1, len(train_items) // 256)]

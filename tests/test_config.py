@@ -16,11 +16,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "device" / "config.example.toml"
 def test_example_file_is_valid_and_matches_the_defaults():
     config = load_config(EXAMPLE)
     defaults = Config()
-    # the example sets two deployment paths; everything else is the built-in default
+    # the example sets two deployment paths and turns capture on (the device's config is this
+    # file, installed); everything else is the built-in default
     assert config.calibration.path == "/var/lib/waste-sorter/calibration.json"
     assert config.log.path == "/var/log/waste-sorter/sort.jsonl"
-    assert replace(config, calibration=defaults.calibration,
-                   log=replace(config.log, path=defaults.log.path)) == defaults
+    assert config.capture.enabled and not defaults.capture.enabled
+    assert replace(config, calibration=defaults.calibration, log=replace(config.log, path=defaults.log.path),
+                   capture=replace(config.capture, enabled=False)) == defaults
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -56,6 +58,11 @@ def test_example_file_is_valid_and_matches_the_defaults():
      r"^actuators\.diverter\.min_pulse_width_ms: 1\.5 must be less than"),
     ({"actuators": {"diverter": {"type": "servo", "pin": 12}, "flap": {"type": "pulse", "pin": 12}}},
      r"^actuators\.flap\.pin: GPIO 12 is already used by actuators\.diverter$"),
+    ({"capture": {"max_mb": 0.5}}, r"^capture\.max_mb: 0\.5 is out of range \[1, 1000000\]"),
+    ({"capture": {"min_confidence": 1.5}}, r"^capture\.min_confidence: 1\.5 is out of range \[0, 1\]"),
+    ({"capture": {"sample_every": -1}}, r"^capture\.sample_every: -1 is out of range"),
+    ({"capture": {"enabled": "yes"}}, r"^capture\.enabled: expected bool, got str"),
+    ({"capture": {"enabled": True, "dir": " "}}, r"^capture\.dir: must name a folder when capture\.enabled is true$"),
 ])
 def test_bad_values_are_rejected_with_the_key_path(raw, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,10 +1,18 @@
-"""waste-sorter demo-scene with a --photos folder that is not there: one line, exit 65, no video."""
+"""waste-sorter demo-scene: a --photos folder that is not there (one line, exit 65, no video), and
+the board, light and subset chosen apart from the seed."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
 import pytest
 
 from device.cli import main as cli_main
+from device.relight import CONDITIONS
+from device.scene_render import stage_of
 
 
 def a_file(tmp):
@@ -30,3 +38,42 @@ def test_bad_photos_folder(tmp_path, capsys, make, expected):
     assert code == 65 and out == ""
     assert err == f"waste-sorter demo-scene: error: {photos}: {expected}\n"
     assert not out_path.exists()
+
+
+SPLIT = Path(__file__).resolve().parents[1] / "device" / "model" / "split.json"
+
+
+def first_frame(video: Path) -> np.ndarray:
+    capture = cv2.VideoCapture(str(video))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    return frame.astype(np.float32)
+
+
+def test_board_light_and_subset_apart_from_the_seed(trashnet, tmp_path, capsys):
+    """--board-seed and --light fix the board and the light whatever --seed draws; --subset
+    draws from another subset of --split; without them a scene is what it always was."""
+    quick = ["--photos", str(trashnet), "--split", str(SPLIT), "--items", "2", "--overexposed", "0", "--glare", "0",
+             "--noise", "0", "--light-changes", "0", "--still-s", "0.2", "--gap-s", "0.2", "--fps", "5"]
+    scenes = {}
+    for name, extra in {"a": ["--seed", "1", "--board-seed", "7", "--light", "warm", "--subset", "train"],
+                        "b": ["--seed", "2", "--board-seed", "7", "--light", "warm", "--subset", "val"],
+                        "plain": ["--seed", "7"]}.items():
+        out = tmp_path / f"{name}.mp4"
+        assert cli_main(["demo-scene", *quick, *extra, "--out", str(out)]) == 0
+        scenes[name] = (json.loads(out.with_suffix(".truth.json").read_text()), first_frame(out))
+    capsys.readouterr()
+    manifest = json.loads(SPLIT.read_text())
+    assert scenes["a"][0]["stage"] == {"seed": 1, "board_seed": 7, "light": "warm"}
+    assert scenes["plain"][0]["stage"] == {"seed": 7}  # the defaults: as before
+    for name, subset in (("a", "train"), ("b", "val"), ("plain", "test")):
+        assert {i["source"] for i in scenes[name][0]["items"]} <= {p for p, _ in manifest[subset]}
+    (truth_a, board_a), (_, board_b), (_, board_plain) = scenes["a"], scenes["b"], scenes["plain"]
+    assert np.abs(board_a - board_b).mean() < 1.0  # one board under one light, other items
+    blue, red = board_a[..., 0].mean(), board_a[..., 2].mean()  # BGR
+    assert red - blue > 40 and abs(board_plain[..., 2].mean() - board_plain[..., 0].mean()) < 10  # warm light
+    stage = stage_of(truth_a["stage"])  # what score-scene --reference lays the photos on
+    assert stage.light == CONDITIONS["warm"].light and stage.board.shape[:2] == board_a.shape[:2]
+    assert cli_main(["demo-scene", "--photos", str(trashnet), "--subset", "val", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "--subset needs --split" in capsys.readouterr().err

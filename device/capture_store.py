@@ -1,0 +1,231 @@
+"""The capture folder: one definition of its files for the sorter that writes captures and for
+``waste-sorter captures`` that lists, labels and exports them.
+
+    DIR/17-1.jpg 17-2.jpg 17-3.jpg   the frames item 17's decision used (RGB, JPEG)
+    DIR/17.json                      its sidecar: why it was captured, the sort record, the
+                                     model's classes and SHA-256 (written last: a capture
+                                     without it is incomplete and not listed)
+    DIR/labels.json                  {"17": "glass", "18": "skip"}: written by `captures label`
+                                     only, so the sorter and a person never write the same file
+
+Capture ids are whole numbers counted up per folder (the oldest capture has the lowest), so
+they are short to type after reading them off a contact sheet. A sidecar or labels file that is
+damaged is skipped with one warning; its capture is simply not listed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from device import safe_json
+from device.atomic import temp_path, write_bytes
+from device.errors import DataError
+from device.safe_open import MiB, exists_entry, read_regular, show_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+LABELS_FILE = "labels.json"
+WRITER_LOCK = ".writer.lock"  # held by the sorter writing captures (one writer per folder)
+LABELS_LOCK = ".labels.lock"  # held while labels.json is rewritten
+SKIP = "skip"  # the label of a capture that shows no item worth learning from
+MAX_SIDECAR_BYTES = 256 * 1024  # a sidecar is about 1 KiB
+MAX_LABELS_BYTES = 64 * MiB
+_NAME = re.compile(r"^(\d{1,12})(?:-(\d{1,3}))?\.(json|jpg)$")
+
+
+def frame_name(capture_id: int, k: int) -> str:
+    """The file of a capture's ``k``-th frame (from 1)."""
+    return f"{capture_id}-{k}.jpg"
+
+
+def sidecar_name(capture_id: int) -> str:
+    return f"{capture_id}.json"
+
+
+def capture_id_of(name: str) -> int | None:
+    """The capture a file of the folder belongs to (``17-2.jpg``, ``17.json``), else None."""
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One capture as its sidecar describes it, and its label ("" while unlabelled)."""
+
+    id: int
+    why: str  # "uncertain" (decided below the threshold) or "sample" (every Nth item)
+    frames: tuple[str, ...]  # file names in the folder
+    classes: tuple[str, ...]  # the model's classes: what it may be labelled
+    record: dict[str, Any]  # the item's sort record
+    model_sha256: str = ""
+    label: str = ""
+
+    @property
+    def ts(self) -> str:
+        return str(self.record.get("ts", ""))
+
+    @property
+    def predicted(self) -> str:
+        return str(self.record.get("label", "") or "")
+
+    @property
+    def confidence(self) -> float:
+        value = self.record.get("confidence")
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "ts": self.ts, "predicted": self.predicted, "confidence": self.confidence,
+                "why": self.why, "label": self.label or None, "frames": list(self.frames),
+                "classes": list(self.classes), "model_sha256": self.model_sha256, "record": self.record}
+
+
+def sidecar_body(capture_id: int, why: str, frames: list[str], classes: tuple[str, ...], model_sha256: str,
+                 record_json: str) -> bytes:
+    """The sidecar of a capture; ``record_json`` is the sort record as the log has it."""
+    body = {"format": FORMAT, "id": capture_id, "why": why, "frames": frames, "classes": list(classes),
+            "model_sha256": model_sha256, "record": json.loads(record_json)}
+    return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` under a temporary name, then rename it: a reader never sees half a file.
+    No fsync, so the sorter's own sort-log fsyncs never queue behind images; after a power cut
+    a capture may be unreadable, and readers skip it."""
+    tmp = temp_path(path, keep_suffix=True)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def delete_capture(folder: Path, capture_id: int, names: list[str]) -> int:
+    """Remove a capture's files (the sidecar first: it is no longer listed while its frames
+    go); the bytes freed."""
+    freed = 0
+    for name in sorted(names, key=lambda n: not n.endswith(".json")):
+        path = folder / name
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            freed += size
+        except FileNotFoundError:
+            continue
+    return freed
+
+
+def folder_files(folder: Path) -> dict[int, list[str]]:
+    """Each capture id's files in ``folder``, by id; other files are left out."""
+    files: dict[int, list[str]] = {}
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise DataError(f"{show_path(folder)}: capture folder is unreadable ({exc.strerror or exc})") from None
+    for name in names:
+        capture_id = capture_id_of(name)
+        if capture_id is not None:
+            files.setdefault(capture_id, []).append(name)
+    return dict(sorted(files.items()))
+
+
+def read_captures(folder: Path) -> list[Capture]:
+    """Every complete capture in ``folder`` with its label, oldest first. DataError when the
+    folder does not exist or cannot be read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{show_path(folder)}: no capture folder there (capture.dir, --dir)")
+    labels = read_labels(folder)
+    captures, damaged = [], []
+    for capture_id, names in folder_files(folder).items():
+        if sidecar_name(capture_id) not in names:
+            continue  # being written, or cut short
+        try:
+            capture = _read_sidecar(folder / sidecar_name(capture_id), capture_id)
+        except (DataError, ValueError, KeyError, TypeError):
+            damaged.append(capture_id)
+            continue
+        captures.append(replace(capture, label=labels.get(capture_id, "")))
+    if damaged:
+        log.warning("%s: skipped %d damaged capture sidecar(s), e.g. %s", show_path(folder), len(damaged),
+                    sidecar_name(damaged[0]))
+    return captures
+
+
+def _read_sidecar(path: Path, capture_id: int) -> Capture:
+    body = safe_json.loads(read_regular(path, what="capture sidecar", error=DataError,
+                                        limit_bytes=MAX_SIDECAR_BYTES))
+    if not isinstance(body, dict) or body.get("id") != capture_id or not isinstance(body["record"], dict):
+        raise ValueError("not a sidecar of this capture")
+    frames = tuple(str(name) for name in body["frames"])
+    if any(capture_id_of(name) != capture_id for name in frames):
+        raise ValueError("frames of another capture")
+    return Capture(id=capture_id, why=str(body["why"]), frames=frames,
+                   classes=tuple(str(c) for c in body["classes"]), record=body["record"],
+                   model_sha256=str(body.get("model_sha256", "")))
+
+
+def read_labels(folder: Path) -> dict[int, str]:
+    """``labels.json``: capture id -> label; {} when there is none yet. A damaged file is a
+    DataError (labelling on top of it would lose the labels it held)."""
+    path = Path(folder) / LABELS_FILE
+    if not exists_entry(path):
+        return {}
+    try:
+        body = safe_json.loads(read_regular(path, what="labels file", error=DataError, limit_bytes=MAX_LABELS_BYTES))
+        if not isinstance(body, dict):
+            raise ValueError
+        return {int(k): str(v) for k, v in body.items() if isinstance(v, str)}
+    except ValueError:
+        raise DataError(f"{show_path(path)}: labels file is damaged (expected {{\"ID\": \"CLASS\", ...}}); "
+                        "move it aside to start labelling afresh") from None
+
+
+@contextmanager
+def labels_locked(folder: Path) -> Iterator[None]:
+    """Hold the folder's labels lock: one `captures label` at a time rewrites labels.json."""
+    fd = os.open(Path(folder) / LABELS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_labels(folder: Path, updates: dict[int, str]) -> dict[int, str]:
+    """Set the labels of ``updates`` (the others stay); the labels they replace (id -> old)."""
+    folder = Path(folder)
+    try:
+        with labels_locked(folder):
+            labels = read_labels(folder)
+            replaced = {i: labels[i] for i in updates if i in labels and labels[i] != updates[i]}
+            labels.update(updates)
+            body = {str(k): v for k, v in sorted(labels.items())}
+            write_bytes(folder / LABELS_FILE, (json.dumps(body, indent=0) + "\n").encode())
+    except OSError as exc:
+        raise DataError(f"{show_path(folder / LABELS_FILE)}: cannot write the labels ({exc.strerror or exc}); "
+                        "label as the user the sorter runs as (sudo -u waste-sorter ...)") from None
+    return replaced
+
+
+def highest_id(folder: Path) -> int:
+    """The highest capture id the folder has used (captures and labels), 0 for a new folder:
+    ids are never reused, so an old label never lands on a new capture."""
+    used = list(folder_files(folder))
+    try:
+        used += list(read_labels(folder))
+    except DataError:
+        pass  # a damaged labels file does not stop the sorter; `captures label` says so
+    return max(used, default=0)

@@ -1,0 +1,140 @@
+"""Several data folders (``--data`` repeated) as one training set with one split manifest.
+
+Typically TrashNet, split by its own manifest (``device/model/split.json``, so its test photos
+stay out of training as they did for the shipped model), plus the device photos a sorter
+captured (``waste-sorter captures export``), split by item so that no device photo of an item
+is trained on when another photo of it is tested on (:func:`export.split.make_item_split`).
+
+Each folder keeps its own split and hash (:class:`export.split.Split`). The classes of several
+folders are all of theirs in name order, as a scanned folder's are (so TrashNet's six, in the
+shipped model's order, whichever folder comes first); a class index in :meth:`DataSplit.paths`
+is into those. One folder is exactly the one-folder manifest and hash of before; several are saved
+as ``{"folders": [manifest, ...], "sha256": ...}`` whose hash covers each folder's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.atomic import write_bytes
+from device.errors import DataError
+from export.split import SUBSETS, Split, load_or_make_split, load_split, make_split, split_from_body
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    folders: tuple[Split, ...]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        if len(self.folders) == 1:
+            return self.folders[0].classes  # as its manifest has them
+        return tuple(sorted({c for s in self.folders for c in s.classes}))
+
+    @property
+    def sha256(self) -> str:
+        if len(self.folders) == 1:
+            return self.folders[0].sha256
+        return hashlib.sha256(json.dumps([s.sha256 for s in self.folders]).encode()).hexdigest()
+
+    @property
+    def seed(self) -> int:
+        return self.folders[0].seed
+
+    def folder_paths(self, index: int, subset: str) -> list[tuple[Path, int]]:
+        """One folder's photos of ``subset``, with class indices into :attr:`classes`."""
+        split = self.folders[index]
+        position = {name: i for i, name in enumerate(self.classes)}
+        return [(path, position[split.classes[label]]) for path, label in split.paths(subset)]
+
+    def paths(self, subset: str) -> list[tuple[Path, int]]:
+        return [item for i in range(len(self.folders)) for item in self.folder_paths(i, subset)]
+
+    def training_items(self, *, with_val: bool, replay_per_class: int | None = None) -> list[tuple[Path, int]]:
+        """What to train on: every folder's train photos (and val photos ``with_val``). With
+        ``replay_per_class``, at most that many per class of the first folder, spread evenly
+        over its list, with all the others': a short fine-tune on device photos that keeps the
+        first folder's classes in view."""
+        per_folder = []
+        for i in range(len(self.folders)):
+            items = self.folder_paths(i, "train") + (self.folder_paths(i, "val") if with_val else [])
+            if i == 0 and replay_per_class is not None and len(self.folders) > 1:
+                items = [x for c in range(len(self.classes)) for x in _spread([x for x in items if x[1] == c],
+                                                                               replay_per_class)]
+            per_folder.append(items)
+        return [item for items in per_folder for item in items]
+
+    def describe(self) -> list[str]:
+        """A line per folder: its subsets' sizes and how it was split."""
+        lines = []
+        for split in self.folders:
+            kind = "device photos, split by capture" if split.device_photos else f"split with seed {split.seed}"
+            counts = " / ".join(f"{len(split.files[s])} {s}" for s in SUBSETS)
+            lines.append(f"{split.root} ({kind}): {counts}")
+        return lines
+
+    def save(self, path: Path) -> None:
+        if len(self.folders) == 1:
+            self.folders[0].save(path)
+            return
+        body = {"folders": [s.body() for s in self.folders], "sha256": self.sha256}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, json.dumps(body, indent=1).encode())
+
+
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced through the list (deterministic)."""
+    if len(items) <= n:
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def load_data_split(path: Path, roots: list[Path]) -> DataSplit:
+    """The split of ``roots`` in the manifest ``path`` (one folder's, or several's in order)."""
+    roots = [Path(r) for r in roots]
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
+    if not (isinstance(raw, dict) and "folders" in raw):
+        if len(roots) != 1:
+            raise DataError(f"{path}: a split of one data folder, but {len(roots)} --data folders were given; "
+                            "give the split.json train wrote for these folders")
+        return DataSplit((load_split(path, roots[0]),))
+    bodies = raw["folders"]
+    if not isinstance(bodies, list) or len(bodies) != len(roots):
+        count = len(bodies) if isinstance(bodies, list) else "?"
+        raise DataError(f"{path}: a split of {count} data folders, but {len(roots)} --data folders were given "
+                        "(give them in the order train had them)")
+    split = DataSplit(tuple(split_from_body(body, root, path) for body, root in zip(bodies, roots)))
+    if raw.get("sha256") != split.sha256:
+        raise DataError(f"{path}: split manifest hash does not match its folders")
+    return split
+
+
+def split_for_training(path: Path, out_path: Path, roots: list[Path], *, val_frac: float, test_frac: float,
+                       seed: int) -> DataSplit:
+    """The split ``train`` uses. One folder: the manifest at ``path``, made there if missing.
+    Several: a manifest of as many folders at ``path`` is used as it is; a one-folder manifest
+    there is the first folder's (the others are split afresh: capture exports by item); the
+    result is saved at ``out_path``, which ``export`` and ``quantize`` then take."""
+    roots = [Path(r) for r in roots]
+    if len(roots) == 1:
+        return DataSplit((load_or_make_split(path, roots[0], val_frac=val_frac, test_frac=test_frac, seed=seed),))
+    if Path(path).exists():
+        try:
+            several = "folders" in json.loads(Path(path).read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
+        if several:
+            return load_data_split(path, roots)
+        first = load_split(path, roots[0])
+    else:
+        first = make_split(roots[0], val_frac=val_frac, test_frac=test_frac, seed=seed)
+    rest = [make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed) for root in roots[1:]]
+    split = DataSplit((first, *rest))
+    split.save(Path(out_path) if Path(path).exists() else Path(path))
+    return split
