@@ -25,11 +25,11 @@ import numpy as np
 from calibration.schema import ExposureTarget
 from device.camera import ExposureControls, Frame
 from device.errors import CalibrationError
+from device.gamma import GAMMA
 from device.gate import FrameStats, measure
 
 log = logging.getLogger(__name__)
 
-GAMMA = 2.2
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 from calibration.exposure import linear_mean_rgb
 from calibration.schema import Calibration
 from device.errors import CalibrationError
+from device.gamma import GAMMA
 from device.gate import BoardStats, FrameStats, GateThresholds, board_stats, check_structure, measure
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def make_reference(images: list[np.ndarray], saturation_level: int = 250) -> Ref
     stack = np.stack(images)
     median = np.median(stack, axis=0) if len(images) > 1 else stack[0]
     image = np.ascontiguousarray(np.round(median).astype(np.uint8))
-    mean = linear_mean_rgb(image, saturation_level) ** (1 / 2.2) * 255
+    mean = linear_mean_rgb(image, saturation_level) ** (1 / GAMMA) * 255
     return Reference(image, board_stats(image, saturation_level), tuple(float(v) for v in mean),
                      tuple(measure(im, saturation_level) for im in images))
 
@@ -112,7 +113,7 @@ class Drift:
 
 
 def _chroma(mean_rgb: tuple[float, float, float] | np.ndarray) -> tuple[float, float]:
-    r, g, b = (max((float(v) / 255.0) ** 2.2, 1e-6) for v in mean_rgb)
+    r, g, b = (max((float(v) / 255.0) ** GAMMA, 1e-6) for v in mean_rgb)
     return r / g, b / g
 
 

@@ -7,26 +7,22 @@ not active; a failed reload (e.g. no permission) is reported with the command to
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 
-log = logging.getLogger(__name__)
+from device.service import UNIT, systemctl
 
-UNIT = "waste-sorter.service"
+log = logging.getLogger(__name__)
 
 
 def reload_sorter(unit: str = UNIT, timeout_s: float = 15.0) -> tuple[bool, str]:
     """(reloaded, a line for the technician)."""
-    systemctl = shutil.which("systemctl")
-    if systemctl is None:
-        return False, f"no systemctl here; restart the sorter to use the new calibration ({unit} not reloaded)"
     try:
-        active = subprocess.run([systemctl, "is-active", "--quiet", unit], timeout=timeout_s,
-                                stdin=subprocess.DEVNULL, capture_output=True)
+        active = systemctl("is-active", "--quiet", unit, timeout_s=timeout_s)
+        if active is None:
+            return False, f"no systemctl here; restart the sorter to use the new calibration ({unit} not reloaded)"
         if active.returncode != 0:
             return False, f"{unit} is not running; it will load the calibration when started"
-        done = subprocess.run([systemctl, "reload", unit], timeout=timeout_s, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True)
+        done = systemctl("reload", unit, timeout_s=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"could not reload {unit} ({exc}); run: sudo systemctl reload {unit}"
     if done.returncode != 0:

@@ -27,10 +27,10 @@ import numpy as np
 
 from device.camera import CameraBase, ExposureControls, Frame
 from device.errors import CameraError
+from device.gamma import GAMMA
 
 log = logging.getLogger(__name__)
 
-GAMMA = 2.2
 LINE_US = 20  # exposure is quantised to sensor lines
 SENSITIVITY = 1.0 / 12_000  # board radiance 0.8 reaches ~0.5 linear at ~15 ms, gain 1
 MIN_EXPOSURE_US, MAX_EXPOSURE_US = LINE_US, 1_000_000

@@ -32,8 +32,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 TRAIN_EXTRA = ("train", "export", "quantize")  # need torch: pip install 'waste-sorter[train]'
 
 
+def version() -> str:
+    """The installed package's version ("unknown" when run from a tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("waste-sorter")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _usage() -> str:
-    lines = ["usage: waste-sorter COMMAND [options]   (waste-sorter COMMAND --help for more)", "", "commands:"]
+    lines = ["usage: waste-sorter [-v] [--version] COMMAND [options]   (waste-sorter COMMAND --help for more)",
+             "", "  -v, --verbose  debug logging (before or after COMMAND)", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
@@ -44,7 +56,13 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose", "--version"):
+        if argv.pop(0) == "--version":
+            print(f"waste-sorter {version()}")
+            return 0
+        verbose = True
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -64,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    args.verbose = args.verbose or verbose
     setup_logging(args.verbose)
     try:
         return int(module.main(args) or 0)

@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 
 from device.flatfield import fit_background
+from device.gamma import GAMMA
 
-#: Display gamma used to go between 8-bit values and linear light.
-GAMMA = 2.2
 #: Reflectance assumed for a photo's own background (TrashNet: white poster board).
 PHOTO_BOARD_ALBEDO = 0.85
 #: A pixel whose ratio to the fitted background is within MASK_NEAR of 1 (every channel) is

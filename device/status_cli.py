@@ -21,11 +21,11 @@ from typing import Any, Callable, TextIO
 from device.errors import DataError
 from device.logs_cli import record_time, resolve_log_path
 from device.runtime_status import DEFAULT_STATUS_PATH, RuntimeStatus, parse_utc, read_runtime_status
+from device.service import UNIT, systemctl
 from device.sortlog import log_files, read_lines_from
 
 log = logging.getLogger(__name__)
 
-SERVICE = "waste-sorter.service"
 STALE_AFTER_S = 30.0  # the sorter rewrites the status file every few seconds
 
 
@@ -40,12 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def service_state(run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
                   which: Callable[[str], str | None] = shutil.which) -> str:
     """``systemctl is-active`` of the service: active, inactive, failed, ...; "unknown" without systemctl."""
-    systemctl = which("systemctl")
-    if systemctl is None:
-        return "unknown"
     try:
-        result = run([systemctl, "is-active", SERVICE], capture_output=True, text=True, timeout=5)
+        result = systemctl("is-active", UNIT, timeout_s=5, run=run, which=which)
     except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if result is None:  # no systemctl here
         return "unknown"
     return (result.stdout or "").strip() or "unknown"
 

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
+from device.gamma import GAMMA
 from device.relight import random_condition, relight
 
 #: Size of the in-memory copy training crops are cut from (width, height).
@@ -85,7 +86,7 @@ class BatchAugment:
             # Exposure: scale linear light by 2^U(-1.2, 1.5) and clip, as a sensor does (a
             # board-normalised contract had its light changes in device_conditions).
             gain = torch.pow(2.0, torch.empty(n, 1, 1, 1).uniform_(-1.2, 1.5))
-            x = (x.pow(2.2) * gain).clamp(0, 1).pow(1 / 2.2)
+            x = (x.pow(GAMMA) * gain).clamp(0, 1).pow(1 / GAMMA)
         contrast = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3)
         x = (x - x.mean((1, 2, 3), keepdim=True)) * contrast + x.mean((1, 2, 3), keepdim=True)
         gray = x.mean(1, keepdim=True)
