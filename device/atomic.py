@@ -48,13 +48,18 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_with(path: Path, writer: Callable[[Path], None], keep_suffix: bool = False) -> None:
-    """Atomically create ``path`` from ``writer(temp_path)``; the temp file never survives."""
+def write_with(path: Path, writer: Callable[[Path], None], keep_suffix: bool = False, *,
+               durable: bool = True) -> None:
+    """Atomically create ``path`` from ``writer(temp_path)``; the temp file never survives.
+    ``durable=False`` skips the fsyncs: a reader still never sees half a file, but after a power
+    cut the file may be old or empty (for files in tmpfs, or ones the sorter's own sort-log
+    fsyncs must not queue behind, such as captured images)."""
     path = Path(path)
     tmp = temp_path(path, keep_suffix)
     try:
         writer(tmp)
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -62,19 +67,18 @@ def write_with(path: Path, writer: Callable[[Path], None], keep_suffix: bool = F
         except OSError:  # pragma: no cover - nothing better to do
             log.warning("%s: temporary file could not be removed", tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``."""
+def write_bytes(path: Path, data: bytes, *, keep_suffix: bool = False, durable: bool = True) -> None:
+    """Atomically replace ``path`` with ``data`` (see :func:`write_with`)."""
 
     def writer(tmp: Path) -> None:
         with open(tmp, "xb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
 
-    write_with(path, writer)
+    write_with(path, writer, keep_suffix, durable=durable)
 
 
 def clean_stray_temps(folder: Path) -> int:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.atomic import temp_path, write_bytes
+from device.atomic import write_bytes, write_with
 from device.capture_store import SKIP, Capture
 from device.contract import read_rgb
 from device.errors import DataError
@@ -95,9 +94,8 @@ def export_labelled(folder: Path, captures: list[Capture], out: Path) -> ExportR
             if target.exists() and target.stat().st_size == source.stat().st_size:
                 continue
             target.parent.mkdir(exist_ok=True)
-            tmp = temp_path(target, keep_suffix=True)
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            write_with(target, lambda tmp, source=source: shutil.copyfile(source, tmp), keep_suffix=True,
+                       durable=False)
             copied += 1
         per_class = dict(sorted(Counter(labels.values()).items()))
         marker = {"kind": EXPORT_KIND, "format": 1, "source": str(folder), "exported_utc": utc_iso(),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from device import safe_json
-from device.atomic import temp_path, write_bytes
+from device.atomic import write_bytes
 from device.errors import DataError
 from device.safe_open import MiB, exists_entry, read_regular, show_path
 
@@ -100,14 +100,7 @@ def write_file(path: Path, data: bytes) -> None:
     """Create ``path`` under a temporary name, then rename it: a reader never sees half a file.
     No fsync, so the sorter's own sort-log fsyncs never queue behind images; after a power cut
     a capture may be unreadable, and readers skip it."""
-    tmp = temp_path(path, keep_suffix=True)
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes(path, data, keep_suffix=True, durable=False)
 
 
 def delete_capture(folder: Path, capture_id: int, names: list[str]) -> int:

@@ -11,13 +11,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from device import safe_json
+from device.atomic import write_with
 from device.errors import DataError
 from device.safe_open import MiB, exists_entry, read_regular, show_path
 
@@ -93,19 +93,13 @@ def write_runtime_status(path: Path, status: RuntimeStatus) -> None:
     """Replace ``path`` atomically with ``status`` (mode 0644). Raises OSError on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+
+    def writer(tmp: Path) -> None:
+        with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(status.to_json() + "\n")
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)
-        os.replace(tmp, path)  # no fsync: the file lives in /run (tmpfs) and is rewritten often
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            os.fchmod(fh.fileno(), 0o644)  # operators read it, whatever the service's umask
+
+    write_with(path, writer, durable=False)  # in /run (tmpfs), rewritten every few seconds
 
 
 def read_runtime_status(path: Path) -> RuntimeStatus | None:

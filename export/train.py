@@ -35,6 +35,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from device.atomic import write_with
 from device.contract import FLATFIELD_POLICIES, ModelContract
 from device.errors import DataError, UsageError
 from export.data import BatchAugment, load_cached, load_eval, mixup, resize_batch
@@ -242,9 +243,7 @@ def plain_args(args) -> dict:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def main(args) -> int:
