@@ -7,13 +7,13 @@ import math
 import time
 from typing import Iterable
 
-import numpy as np
+from device import stats
 
 
 def percentile(values: Iterable[float], q: float) -> float:
-    """The ``q``-th percentile (0-100, linear interpolation); NaN when there are no values."""
-    values = list(values)
-    return float(np.percentile(values, q)) if values else math.nan
+    """:func:`device.stats.percentile`, NaN when there are no values (JSON shows them as null)."""
+    value = stats.percentile(values, q)
+    return math.nan if value is None else value
 
 
 def spread(name: str, values: Iterable[float], *, with_max: bool = False) -> dict[str, float]:

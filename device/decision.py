@@ -17,6 +17,7 @@ from device.classifier import Prediction, prediction_from
 from device.config import RoutingConfig
 from device.errors import ModelError
 from device.item_frames import FrameSlot, ItemFrames
+from device.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class RunSummary:
     passing: int = 0  # arrivals gone within presence.min_item_s: not items
 
     def latency_percentile_ms(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
+        return percentile(self.latencies_ms, q) or 0.0
 
     def format(self) -> str:
         bins = ", ".join(f"{b}={n}" for b, n in sorted(self.items_per_bin.items())) or "none"

@@ -29,6 +29,7 @@ from device.errors import UsageError
 from device.log_follow import LogFollower
 from device.runtime_status import parse_utc
 from device.sortlog import log_files, read_records
+from device.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +133,6 @@ def drop_seen(batch: list[Record], last_seen: tuple[Any, Any] | None) -> list[Re
 
 
 # ---------------------------------------------------------------- summary
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear-interpolated percentile (``p`` in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * p / 100.0
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
 
 def summarize(records: Iterable[Record]) -> dict[str, Any]:
     bins: Counter[str] = Counter()
