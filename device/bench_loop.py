@@ -1,4 +1,4 @@
-"""The bench's live runs: a rendered scene played by a :class:`~device.paced_camera.PacedCamera`
+"""The bench's live runs: a rendered scene played by a :class:`~device.camera.paced.PacedCamera`
 through the real :meth:`Sorter.run <device.loop.Sorter.run>` (``clock=time.monotonic``: the model on
 its worker thread, actuators timed on the clock), with gpiozero's MockFactory.
 
@@ -149,7 +149,7 @@ class PinWatch:
 
 def _live_sorter(config, classifier, recording, actuators, sortlog):
     from device.loop import Sorter
-    from device.paced_camera import PacedCamera
+    from device.camera.paced import PacedCamera
 
     camera = PacedCamera(recording)
     return Sorter(config, camera=camera, classifier=classifier, actuators=actuators, sortlog=sortlog,

@@ -30,7 +30,7 @@ from calibration.store import is_absent, load_for_camera
 from device.loop import Sorter
 from device.indicator import Indicator, format_history
 from device.notify import Notifier
-from device.paced_camera import PacedCamera
+from device.camera.paced import PacedCamera
 from device.runtime_status import RuntimeStatus, write_runtime_status
 from device.safe_open import is_regular_or_absent, show_path
 from device.sortlog import SortLog, utc_iso

@@ -185,7 +185,7 @@ def camera_reference_correct(truth: dict, video: Path, model: Path | None, frame
     (``frames`` in the middle of each rest, as the camera delivered them, shake and noise
     included): the same frames without the loop's choices, so the loop's own share of any
     difference to the clean reference shows."""
-    from device.camera_opencv import VideoFileCamera
+    from device.camera.opencv import VideoFileCamera
     from device.classifier import Classifier
 
     wanted: dict[int, dict] = {}

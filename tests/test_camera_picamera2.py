@@ -1,4 +1,4 @@
-"""device.camera_picamera2 off the Pi: picamera2 that breaks on import, and a camera that fails
+"""device.camera.picamera2 off the Pi: picamera2 that breaks on import, and a camera that fails
 while starting, give one-line CameraErrors and leave the camera closed.
 
 picamera2 exists only on Raspberry Pi OS, so these tests import a stand-in ``picamera2`` package
@@ -169,12 +169,12 @@ def test_frames_without_a_sensor_timestamp_are_timed_on_the_monotonic_clock(fake
     said once, naming the frame."""
     fake_picamera2(CAPTURING)
     import picamera2
-    from device.camera_picamera2 import Picamera2Camera
+    from device.camera.picamera2 import Picamera2Camera
 
     picamera2.METADATA[:] = [{"SensorTimestamp": 5_000_000_000}, {"SensorTimestamp": 5_100_000_000},
                              {}, {"SensorTimestamp": 0}, {}]
     monotonic_ns = iter([70_000_000_000, 70_100_000_000, 70_300_000_000, 70_400_000_000, 70_600_000_000])
-    with caplog.at_level(logging.WARNING, logger="device.camera_picamera2"), \
+    with caplog.at_level(logging.WARNING, logger="device.camera.picamera2"), \
             Picamera2Camera(0, size=(8, 6), controls=None, clock_ns=lambda: next(monotonic_ns)) as camera:
         times = [camera.capture().timestamp_s for _ in range(5)]
     assert times == pytest.approx([0.0, 0.1, 0.3, 0.4, 0.6])

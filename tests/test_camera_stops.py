@@ -20,7 +20,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.actuators import BinActuators
 from device.camera import CameraBase, Frame, open_camera
-from device.camera_opencv import FolderCamera, OpenCVCamera, VideoFileCamera
+from device.camera.opencv import FolderCamera, OpenCVCamera, VideoFileCamera
 from device.classifier import Classifier
 from device.cli import main as cli_main
 from device.errors import CameraError
@@ -115,7 +115,7 @@ def test_close_never_releases_under_a_blocked_read(monkeypatch, caplog):
             camera.capture()
         with pytest.raises(CameraError, match="an earlier read is still blocked"):
             camera.capture()  # no second read on the same capture
-        with caplog.at_level(logging.WARNING, logger="device.camera_opencv"):
+        with caplog.at_level(logging.WARNING, logger="device.camera.opencv"):
             camera.close()
         assert cap.released == 0 and cap.reads == 1
         assert any("still blocked" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -135,7 +135,7 @@ def test_close_waits_for_a_read_that_returns(caplog, monkeypatch):
     with pytest.raises(CameraError, match="no frame within"):
         camera.capture()
     cap.unblock.set()  # the read returns during close()'s join
-    with caplog.at_level(logging.WARNING, logger="device.camera_opencv"):
+    with caplog.at_level(logging.WARNING, logger="device.camera.opencv"):
         camera.close()
     assert cap.released == 1 and not camera._reader.is_alive()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -234,7 +234,7 @@ def test_a_corrupt_stretch_in_a_video_is_skipped_with_a_warning_naming_its_frame
     """The frames after the stretch are still read, at their own times (they used to end the run
     there, with exit 0 and no word)."""
     path = corrupt_copy(scene[0], tmp_path / "corrupt.mp4")
-    with caplog.at_level(logging.WARNING, logger="device.camera_opencv"), VideoFileCamera(path) as camera:
+    with caplog.at_level(logging.WARNING, logger="device.camera.opencv"), VideoFileCamera(path) as camera:
         frames = []
         while (frame := camera.capture()) is not None:
             frames.append(frame)
@@ -258,7 +258,7 @@ def test_a_video_that_ends_before_its_announced_length_warns(tmp_path, caplog):
         writer.write(np.full((48, 64, 3), 8 * i, np.uint8))
     writer.release()
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])  # a copy cut short
-    with caplog.at_level(logging.WARNING, logger="device.camera_opencv"), VideoFileCamera(path) as camera:
+    with caplog.at_level(logging.WARNING, logger="device.camera.opencv"), VideoFileCamera(path) as camera:
         count = 0
         while camera.capture() is not None:
             count += 1

@@ -21,7 +21,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.actuators import BinActuators
 from device.camera import CameraBase, open_camera
-from device.camera_opencv import VideoFileCamera
+from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier
 from device.config import load_config
 from device.demo_scene import SceneItem, Timing, make_board, render

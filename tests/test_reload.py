@@ -18,7 +18,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from calibration.store import load_with_board, save_calibration
 from device.actuators import BinActuators
-from device.camera_opencv import VideoFileCamera
+from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier
 from device.config import load_config
 from device.errors import CameraError

@@ -24,7 +24,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from calibration.store import load_with_board, save_calibration
 from device.actuators import BinActuators
 from device.camera import CameraBase
-from device.camera_opencv import WAIT_SLICE_S, VideoFileCamera
+from device.camera.opencv import WAIT_SLICE_S, VideoFileCamera
 from device.classifier import Classifier
 from device.demo_scene import Timing, make_board
 from device.errors import CameraError

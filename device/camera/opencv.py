@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.camera import CameraBase, Frame
+from device.camera.base import CameraBase, Frame
 from device.errors import CameraError, first_line
 from device.safe_open import MiB, read_regular
 

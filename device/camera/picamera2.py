@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Callable
 
-from device.camera import CameraBase, ExposureControls, Frame
+from device.camera.base import CameraBase, ExposureControls, Frame
 from device.errors import CameraError, first_line
 
 log = logging.getLogger(__name__)

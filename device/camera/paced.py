@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Callable
 
-from device.camera import Camera, CameraBase, Frame
+from device.camera.base import Camera, CameraBase, Frame
 
 log = logging.getLogger(__name__)
 
