@@ -1,9 +1,8 @@
-"""Technician calibration (``waste-sorter calibrate``): exposure search, empty-board reference,
-gate thresholds, drift check, atomic storage with history and rollback.
+"""The technician's tool (``waste-sorter calibrate``): exposure search, empty-board reference,
+gate thresholds, drift check. It writes the calibration file, whose format belongs to the
+runtime (:mod:`device.calibration_file`: schema, loading, atomic saving with history, rollback).
 
 Modules: ``cli`` (the command), ``exposure`` (search and white balance), ``reference`` (median
-board, gate thresholds, drift), ``schema`` (the calibration file's schema and strict parser),
-``store`` (loading, atomic saving with history, rollback), ``report`` (histogram PNG),
-``reload`` (systemctl), ``simcam`` (simulated camera); crash-safe writes are
-:mod:`device.atomic`. The sorter loads a calibration with :func:`calibration.store.load_with_board`.
+board, gate thresholds, drift), ``report`` (histogram PNG), ``reload`` (systemctl reload of the
+sorter), ``simcam`` (a simulated camera for tests and rehearsals).
 """

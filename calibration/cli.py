@@ -37,12 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from calibration import store
+from device.calibration_file import store
 from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, search_exposure
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
 from calibration.reload import UNIT, reload_sorter
 from calibration.simcam import SimulatedCamera, parse_sim_source
-from calibration.schema import CONTROL_RANGES, Calibration, ExposureTarget
+from device.calibration_file.schema import CONTROL_RANGES, Calibration, ExposureTarget
 from device.camera import AdjustableCamera, ExposureControls, check_source_option, open_camera
 from device.config import RANGES, load_config
 from device.errors import CalibrationError, UsageError

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from calibration.schema import ExposureTarget
+from device.calibration_file.schema import ExposureTarget
 from device.camera import ExposureControls, Frame
 from device.errors import CalibrationError
 from device.gamma import GAMMA

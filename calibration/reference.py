@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from calibration.exposure import linear_mean_rgb
-from calibration.schema import Calibration
+from device.calibration_file.schema import Calibration
 from device.errors import CalibrationError
 from device.gamma import GAMMA
 from device.gate import BoardStats, FrameStats, GateThresholds, board_stats, check_structure, measure

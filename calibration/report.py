@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from device import atomic
-from calibration.schema import Calibration
+from device.calibration_file.schema import Calibration
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from device.capture import CaptureWriter
 from device.classifier import Classifier
 from device.config import Config, load_config, routing_problems
 from device.errors import ConfigError, UsageError
-from calibration.store import is_absent, load_for_camera
+from device.calibration_file.store import is_absent, load_for_camera
 from device.loop import Sorter
 from device.indicator import Indicator, format_history
 from device.notify import Notifier

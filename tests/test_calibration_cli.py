@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration import store
+from device.calibration_file import store
 from calibration.reload import reload_sorter
 from calibration.simcam import SimScene, SimulatedCamera
 from device.camera import ExposureControls

@@ -7,7 +7,7 @@ import pytest
 
 from calibration.exposure import ExposureLimits, apply_and_settle, search_exposure, white_balance_gains
 from calibration.simcam import SimScene, SimulatedCamera, parse_sim_source
-from calibration.schema import ExposureTarget
+from device.calibration_file.schema import ExposureTarget
 from device.camera import ExposureControls, Frame
 from device.errors import CalibrationError, CameraError
 from device.gate import measure

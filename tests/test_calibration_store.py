@@ -1,4 +1,4 @@
-"""calibration.schema and calibration.store: schema, strict loading (fuzzed), atomic saving, history and rollback."""
+"""device.calibration_file (schema and store): schema, strict loading (fuzzed), atomic saving, history and rollback."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calibration import schema, store
+from device.calibration_file import schema, store
 from device import atomic
-from calibration.schema import Calibration, ExposureTarget
+from device.calibration_file.schema import Calibration, ExposureTarget
 from device.camera import ExposureControls
 from device.errors import CalibrationError
 from device.gate import BoardStats, GateThresholds

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from calibration import store
+from device.calibration_file import store
 from device.cli import main as cli_main
 from device.config import Config, load_config
 from device.errors import CalibrationError, ConfigError

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from calibration.store import save_calibration
+from device.calibration_file.store import save_calibration
 from conftest import CONFIG, colour_contract, colour_model
 from device.cli import main as cli_main
 from device.demo_scene import make_board

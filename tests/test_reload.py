@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from calibration.store import load_with_board, save_calibration
+from device.calibration_file.store import load_with_board, save_calibration
 from device.actuators import BinActuators
 from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier

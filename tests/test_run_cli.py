@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from calibration.store import save_calibration
+from device.calibration_file.store import save_calibration
 from conftest import CONFIG
 from device import run_cli
 from device.camera import CameraBase, open_camera

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from calibration.store import load_with_board, save_calibration
+from device.calibration_file.store import load_with_board, save_calibration
 from device.actuators import BinActuators
 from device.camera import CameraBase
 from device.camera.opencv import WAIT_SLICE_S, VideoFileCamera

@@ -8,7 +8,7 @@ Files (all in the calibration file's folder, e.g. ``/var/lib/waste-sorter/``)::
     history/NNNN-<id>.json    earlier versions, NNNN increasing; --rollback restores the newest
     history/rolled-back-<id>.json   versions replaced by a rollback (kept, never restored)
 
-The schema and its strict parser are in :mod:`calibration.schema`.
+The schema and its strict parser are in :mod:`device.calibration_file.schema`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.schema import MAX_FILE_BYTES, Calibration, parse_bytes
+from device.calibration_file.schema import MAX_FILE_BYTES, Calibration, parse_bytes
 from device import atomic
 from device.errors import CalibrationError
 from device.safe_open import MiB, exists_entry, read_regular, show_path
