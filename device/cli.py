@@ -15,14 +15,14 @@ import sys
 from device.errors import SorterError, first_line
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("device.run_cli", "sort items from a camera or a recorded scene"),
+    "run": ("device.commands.run", "sort items from a camera or a recorded scene"),
     "calibrate": ("calibration.cli", "recalibrate exposure and the empty-board reference"),
-    "logs": ("device.logs_cli", "read, follow, filter and summarise the sort log"),
-    "status": ("device.status_cli", "is the sorter running, what did it do today"),
-    "captures": ("device.captures_cli", "list, view, label and export the items the sorter captured"),
+    "logs": ("device.commands.logs", "read, follow, filter and summarise the sort log"),
+    "status": ("device.commands.status", "is the sorter running, what did it do today"),
+    "captures": ("device.commands.captures", "list, view, label and export the items the sorter captured"),
     "demo-scene": ("device.demo_scene", "render a demo video of items from labelled photos"),
     "score-scene": ("device.scene_score", "score a sort log against a demo scene's truth file"),
-    "bench": ("device.bench", "measure per-frame cost, model latency and memory"),
+    "bench": ("device.commands.bench", "measure per-frame cost, model latency and memory"),
     "evaluate": ("export.evaluate", "accuracy and confusion of a model on a photo folder"),
     "train": ("export.train", "train the classifier (needs the train extra)"),
     "export": ("export.onnx_export", "export a checkpoint to ONNX with its contract"),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.capture_export import is_capture_export
+from device.commands.capture_export import is_capture_export
 from device.classifier import Classifier
 from device.contract import read_rgb
 from device.errors import DataError, UsageError

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from device.atomic import write_bytes
-from device.capture_export import exported_item, is_capture_export
+from device.commands.capture_export import exported_item, is_capture_export
 from device.errors import DataError
 
 SUBSETS = ("train", "val", "test")

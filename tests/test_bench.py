@@ -14,9 +14,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import colour_contract, colour_model
-from device import bench, bench_model
+from device.commands import bench, bench_model
 from device.actuators import BinActuators
-from device.bench_loop import PinWatch, bench_config
+from device.commands.bench_loop import PinWatch, bench_config
 from device.classifier import DEFAULT_MODEL
 from export.package import save_model
 

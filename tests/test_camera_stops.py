@@ -208,7 +208,7 @@ def test_run_command_exits_74_when_the_camera_stops(scene, tmp_path, colour_mode
         opened.append(StallingCamera(open_camera(source, **kwargs), lambda n: n >= stop_after))
         return opened[0]
 
-    monkeypatch.setattr("device.run_cli.open_camera", open_stalling)
+    monkeypatch.setattr("device.commands.run.open_camera", open_stalling)
     config_path = tmp_path / "config.toml"
     config_path.write_text(CONFIG)
     log_path = tmp_path / "sort.jsonl"

@@ -10,7 +10,7 @@ import json
 import cv2
 import pytest
 
-from device.capture_sheet import GAP_PX, TILE_SIZE
+from device.commands.capture_sheet import GAP_PX, TILE_SIZE
 from device.cli import main as cli_main
 from device.scene_score import match
 from device.sortlog import read_records

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import BLUE, GREEN, RED, TRASHNET, item_on
 from device.capture import CaptureWriter
-from device.capture_export import EXPORT_MARKER, EXPORT_KIND
+from device.commands.capture_export import EXPORT_MARKER, EXPORT_KIND
 from device.cli import main as cli_main
 from device.contract import read_rgb
 from device.demo_scene import make_board

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import BLUE, GREEN, RED, item_on
 from device.capture import CaptureWriter
-from device.capture_export import EXPORT_MARKER, is_capture_export
-from device.capture_sheet import COLUMNS, GAP_PX, TILE_SIZE
+from device.commands.capture_export import EXPORT_MARKER, is_capture_export
+from device.commands.capture_sheet import COLUMNS, GAP_PX, TILE_SIZE
 from device.cli import main as cli_main
 from device.demo_scene import make_board
 from device.sortlog import SortLog

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from device import status_cli
+from device.commands import status as status_cli
 from device.config import BinConfig, IndicatorConfig
 from device.indicator import Indicator
 from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status

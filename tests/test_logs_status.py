@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import device.sortlog
-from device import logs_cli, status_cli
+from device.commands import logs as logs_cli
+from device.commands import status as status_cli
 from device.cli import main as cli_main
 from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
 from device.sortlog import SortEvent, SortLog, read_records, utc_iso

@@ -16,7 +16,7 @@ import pytest
 
 from device.calibration_file.store import save_calibration
 from conftest import CONFIG
-from device import run_cli
+from device.commands import run as run_cli
 from device.camera import CameraBase, open_camera
 from device.cli import main as cli_main
 from device.demo_scene import make_board
@@ -103,7 +103,7 @@ class StopsAfter(CameraBase):
 def journaled_records(caplog) -> list[dict]:
     prefix = "unwritten sort record: "
     return [json.loads(r.getMessage()[len(prefix):]) for r in caplog.records
-            if r.name == "device.run_cli" and r.levelno == logging.ERROR and r.getMessage().startswith(prefix)]
+            if r.name == "device.commands.run" and r.levelno == logging.ERROR and r.getMessage().startswith(prefix)]
 
 
 def test_records_the_log_could_not_take_reach_the_journal_when_the_camera_stops(

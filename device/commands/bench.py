@@ -9,7 +9,7 @@ divided by a count:
 - gate and presence per 512x384 frame;
 - ``Sorter.step`` wall time per frame in a paced live run (a rendered scene played by a
   ``PacedCamera``, ``clock=time.monotonic``: the model on its worker thread, so a step never
-  includes inference; see :mod:`device.bench_loop`) — target median <= 5 ms;
+  includes inference; see :mod:`device.commands.bench_loop`) — target median <= 5 ms;
 - decision latency of that run's sort records (deciding frame processed -> actuated), next to
   one single-frame inference (preprocessing + model) — target p95 <= that inference + 10 ms;
 - how late each hold ended in that run, from gpiozero's mock pin history, while the model
@@ -17,7 +17,7 @@ divided by a count:
 - SIGTERM to this process while an inference runs and an actuator is active, until every pin
   is safe (a few runs, a fresh sorter each) — target <= 20 ms;
 - model latency at 1, 2 and 4 threads, batch 1 and 3, of the model and its fp32 twin
-  (:mod:`device.bench_model`; the twin needs the ``onnx`` package) — target int8 >= 2.5x faster
+  (:mod:`device.commands.bench_model`; the twin needs the ``onnx`` package) — target int8 >= 2.5x faster
   than fp32 at 1 thread;
 - an ESTIMATE for a Raspberry Pi 4 and 5: the model's multiply-accumulates times ms per GMAC
   from published ncnn figures (not a measurement);
@@ -43,10 +43,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.bench_loop import HOLD_MS, TIMING, InferenceProbe, bench_config, paced_run, render_scene, signal_trials
-from device.bench_model import (BATCHES, THREADS, TWIN_SKIPPED, count_macs, model_latency, pi_estimates,
+from device.commands.bench_loop import HOLD_MS, TIMING, InferenceProbe, bench_config, paced_run, render_scene, signal_trials
+from device.commands.bench_model import (BATCHES, THREADS, TWIN_SKIPPED, count_macs, model_latency, pi_estimates,
                                 single_frame_ms, write_twin)
-from device.bench_stats import spread
+from device.commands.bench_stats import spread
 from device.classifier import DEFAULT_MODEL, Classifier, available_cores
 from device.demo_scene import make_board
 from device.errors import UsageError

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bench_stats import spread, timed_ms
+from device.commands.bench_stats import spread, timed_ms
 from device.classifier import Classifier, manifest_path_for, sha256_bytes
 from device.contract import preprocess
 from device.selftest import reference_image

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from device.errors import DataError
-from device.logs_cli import record_time, resolve_log_path
+from device.commands.logs import record_time, resolve_log_path
 from device.runtime_status import DEFAULT_STATUS_PATH, RuntimeStatus, parse_utc, read_runtime_status
 from device.service import UNIT, systemctl
 from device.sortlog import log_files, read_lines_from

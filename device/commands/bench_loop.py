@@ -28,7 +28,7 @@ from pathlib import Path
 
 import cv2
 
-from device.bench_stats import spread
+from device.commands.bench_stats import spread
 from device.classifier import Classifier
 from device.config import Config
 from device.demo_scene import SceneItem, Timing, make_board, render

@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from device.capture_export import export_labelled
-from device.capture_sheet import contact_sheet, write_sheet
+from device.commands.capture_export import export_labelled
+from device.commands.capture_sheet import contact_sheet, write_sheet
 from device.capture_store import SKIP, Capture, read_captures, write_labels
 from device.config import CaptureConfig
 from device.errors import UsageError
-from device.logs_cli import make_filter, parse_since
+from device.commands.logs import make_filter, parse_since
 from device.safe_open import show_path
 
 log = logging.getLogger(__name__)
