@@ -1,23 +1,15 @@
 """The sorting loop, top to bottom: the only module that knows all the others.
 
-    frame -> gate verdict -> presence update -> (settled) classify -> route -> actuate -> log
+    frame -> frame checks -> gate -> presence -> item frames -> decider (model on its worker)
+          -> route -> actuate -> recorder (sort log, capture, bin light) ; stuck watch, indicator
 
-Time is the frame's timestamp, except for the actuators on a live camera: they are timed on
-``clock`` (``time.monotonic``), so a bin's hold or pulse lasts its full time from the moment the
-actuator moves, however long classification took. Signals: SIGTERM/SIGINT put every actuator in its safe state
-at once (inside the handler) and end the loop when the capture in progress returns: a frame
-captured after the signal is not processed, and a capture that then times out is no error.
-SIGHUP asks for the calibration to be reloaded, which happens between items (board empty),
-keeping the last good calibration when the new file is invalid.
-
-Every item gets exactly one sort record, whatever happens between its arrival and departure
-(see :mod:`device.presence`): settled, still moving after ``max_settle_s``, or gone before it
-settled; an item lying on the board at start too. The record is appended before an actuator
-error ends the run.
-
-A sorted item that is still on the board ``presence.stuck_warn_s`` later (a jammed flap, an
-item the actuator could not move) is warned about once, and the state (status file and systemd
-STATUS) reads "stuck" until the board clears or changes: the next item is sorted only then.
+Time is the frame's timestamp; only the actuators (and the indicator) on a live camera run on
+``clock``, so a hold lasts its full time from the moment the actuator moves. SIGTERM/SIGINT put
+every output safe inside the handler and end the loop when the capture in progress returns;
+SIGHUP reloads the calibration between items (board empty), keeping the last good one when the
+new file is invalid. Every item gets exactly one record, whatever happens (see
+:mod:`device.presence` and :mod:`device.deciding`), appended before an actuator error ends the
+run; items still undecided when the run ends get theirs too (:meth:`Sorter.finish`).
 """
 
 from __future__ import annotations
@@ -25,26 +17,28 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
-from device.actuators import TIME_TOLERANCE_S, BinActuators
+from device.actuators import BinActuators
 from device.camera import AdjustableCamera, Camera
 from device.capture import CaptureWriter
 from device.classifier import Classifier
 from device.config import Config, routing_problems
 from device.deciding import Actuation, Decider, Outcome
 from device.decision import RunSummary
-from device.errors import ActuatorError, CalibrationError, CameraError, ConfigError, ModelError
-from device.gate import ExposureGate, GateVerdict, board_stats, check_structure
+from device.errors import ActuatorError, CalibrationError, CameraError, ModelError
+from device.frame_checks import FrameChecks
+from device.gate import ExposureGate, GateVerdict, board_stats
 from device.indicator import Indicator
 from device.inference_worker import InferenceWorker
 from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item, observe
 from device.notify import watchdog_interval_s
 from device.presence import PresenceDetector, State
-from device.sortlog import SortEvent, SortLog, utc_iso
+from device.recorder import Recorder
+from device.sortlog import SortLog
+from device.stuck_watch import StuckWatch
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +74,7 @@ class Sorter:
         self.presence = PresenceDetector(config.presence)
         self.calibration = None
         self.calibration_id = ""
-        self._frame_hw: tuple[tuple[int, int], str] | None = None  # (height, width), where it came from
+        self.frame_checks = FrameChecks()
         if calibration is not None:
             self.apply_calibration(*calibration)
         self._owns_worker = inference is None
@@ -94,9 +88,10 @@ class Sorter:
         self._reload_requested = False
         self._item: ItemFrames | None = None
         self._last_t = 0.0
-        self._sorted: tuple[int, str, float] | None = None  # (item, bin, source time s) awaiting a clear board
-        self._stuck = False
-        self._warned_reasons: set[str] = set()
+        self._ready_sent, self._status_at_s, self._watchdog_s = False, None, None
+        self.stuck = StuckWatch(config.presence.stuck_warn_s)
+        self.recorder = Recorder(sortlog=sortlog, summary=self.summary, capture=self.capture, indicator=indicator,
+                                 fallback_bin=config.routing.fallback_bin, model_sha256=classifier.sha256)
         self._model_failures = 0  # items in a row the classifier failed on
         for problem in routing_problems(config, classifier.classes):
             log.warning("%s", problem)
@@ -121,7 +116,7 @@ class Sorter:
         self.gate = ExposureGate(calibration.gate, calibration.board, board_image=board_image)
         self.presence = PresenceDetector(self.config.presence, reference=board_image)
         self.calibration, self.calibration_id = calibration, calibration.id
-        self._frame_hw = (board_image.shape[:2], f"calibration {calibration.id}'s board reference")
+        self.frame_checks.expect(board_image.shape[:2], f"calibration {calibration.id}'s board reference")
         log.info("calibration %s in use", calibration.id)
 
     def _reload_calibration(self) -> None:
@@ -155,52 +150,65 @@ class Sorter:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, max_items: int | None = None) -> RunSummary:
-        watchdog_s = watchdog_interval_s()
+        self._watchdog_s = watchdog_interval_s()
         if self.notifier:
             self.notifier.status("starting")
-        ready_sent = False
-        last_status_s = None
         try:
-            while self._stop_signal is None:
-                try:
-                    frame = self.camera.capture()
-                except CameraError as exc:
-                    if self._stop_signal is None:
-                        raise
-                    log.info("stopping; the camera gave no frame after the signal (%s)", exc)
-                    break
-                if self._stop_signal is not None:  # stopped while capturing: act on nothing more
-                    break
-                if frame is None:
-                    log.info("end of source")
-                    self.finish("source ended")
-                    break
+            while (frame := self._next_frame()) is not None:
                 self.step(frame.image, frame.timestamp_s)
-                if self.notifier:
-                    if not ready_sent:
-                        self.notifier.ready("sorting")
-                        ready_sent = True
-                    self.notifier.watchdog_if_due(watchdog_s)
-                if self.status_writer and (last_status_s is None or frame.timestamp_s - last_status_s >= 2.0):
-                    last_status_s = frame.timestamp_s
-                    self.status_writer(self)
+                self._report(frame.timestamp_s)
                 if max_items is not None and self.summary.items >= max_items:
                     log.info("reached --max-items %d", max_items)
                     self._let_actuators_finish()
                     break
         finally:
-            self.actuators.safe_all()
-            if self.indicator:
-                self.indicator.safe_all()
-            self.finish("stopping")
-            self.close()
-            self.sortlog.flush()
-            self.state = "stopped"
-            if self.notifier:
-                self.notifier.stopping()
-            if self.status_writer:
-                self.status_writer(self)
+            self._shut_down()
         return self.summary
+
+    def _next_frame(self):
+        """The camera's next frame; None at the end of the source or once a stop signal came
+        (a frame captured after the signal is not processed, and a capture that then times
+        out is no error)."""
+        if self._stop_signal is not None:
+            return None
+        try:
+            frame = self.camera.capture()
+        except CameraError as exc:
+            if self._stop_signal is None:
+                raise
+            log.info("stopping; the camera gave no frame after the signal (%s)", exc)
+            return None
+        if self._stop_signal is not None:  # stopped while capturing: act on nothing more
+            return None
+        if frame is None:
+            log.info("end of source")
+            self.finish("source ended")
+        return frame
+
+    def _report(self, t: float) -> None:
+        """systemd's READY (after the first frame) and watchdog; the status file every 2 s."""
+        if self.notifier:
+            if not self._ready_sent:
+                self.notifier.ready("sorting")
+                self._ready_sent = True
+            self.notifier.watchdog_if_due(self._watchdog_s)
+        if self.status_writer and (self._status_at_s is None or t - self._status_at_s >= 2.0):
+            self._status_at_s = t
+            self.status_writer(self)
+
+    def _shut_down(self) -> None:
+        """Every output safe first, then a record for every item left, then say so."""
+        self.actuators.safe_all()
+        if self.indicator:
+            self.indicator.safe_all()
+        self.finish("stopping")
+        self.close()
+        self.sortlog.flush()
+        self.state = "stopped"
+        if self.notifier:
+            self.notifier.stopping()
+        if self.status_writer:
+            self.status_writer(self)
 
     def _let_actuators_finish(self) -> None:
         """On a clock, the last bin's hold or pulse runs its full time before the run ends (a
@@ -218,24 +226,18 @@ class Sorter:
         self.summary.frames += 1
         self.summary.source_seconds = self._last_t = t
         self.actuators.update(self._actuator_time_s(t))
-        if check_structure(image) == "":
-            self._check_frame_size(image)
+        self.frame_checks.check_size(image)
         verdict, update = observe(self.gate, self.presence, image, t)
         if update is None:  # structurally broken: cannot even look for an item in it
             self._count_reject(verdict)
-            self._warn_unusable_once(image, verdict.reason)
+            self.frame_checks.warn_unusable_once(image, verdict.reason)
             return verdict
         if update.event == "arrived" and self.indicator:
             self.indicator.arrived(self._actuator_time_s(t))
-        if update.event in ("arrived", "departed", "learned", "left"):
-            if self._stuck:
-                log.info("board %s: sorting again", "changed" if update.event == "arrived" else "cleared")
-                if self.notifier:
-                    self.notifier.status("sorting")
-            self._sorted, self._stuck = None, False
-        elif self._sorted is not None and not self._stuck:
-            self._check_stuck(t)
-        self.state = "stuck" if self._stuck else update.state.value
+        said = self.stuck.board_event(update.event, t)
+        if said and self.notifier:
+            self.notifier.status("sorting" if said == "sorting again" else said)
+        self.state = "stuck" if self.stuck.stuck else update.state.value
         if update.event == "learned":
             board = self.presence.reference_image
             self.gate = ExposureGate(self.gate.thresholds, board_stats(board, self.gate.thresholds.saturation_level),
@@ -243,6 +245,19 @@ class Sorter:
             log.info("empty board learned from %.1f s of still, empty scene", self.config.presence.learn_s)
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
+        self._follow_item(image, verdict, update, t)
+        for outcome in self.decider.advance(self._item, t):
+            self._record(outcome)
+        if self.decider.deciding and not self.stuck.stuck:
+            self.state = "deciding"
+        if self.indicator:
+            self.indicator.show_state(self.state, self._actuator_time_s(t))
+        if update.state is State.EMPTY and self._reload_requested:
+            self._reload_calibration()
+        return verdict
+
+    def _follow_item(self, image: np.ndarray, verdict: GateVerdict, update, t: float) -> None:
+        """The item's frames (a new item at its arrival), and its decision at presence's verdict."""
         if update.event == "arrived" or (self._item is None and belongs_to_item(update)):
             number = self.summary.items + self.decider.waiting + 1  # an arrival that passes gives its number back
             self._item = ItemFrames(number=number, keep=self.config.model.frames_per_item)
@@ -258,49 +273,6 @@ class Sorter:
                 self.summary.passing += 1
                 log.info("something passed over the board at %.2f s and was gone within %.1f s: not an item",
                          t, self.config.presence.min_item_s)
-        for outcome in self.decider.advance(self._item, t):
-            self._record(outcome)
-        if self.decider.deciding and not self._stuck:
-            self.state = "deciding"
-        if self.indicator:
-            self.indicator.show_state(self.state, self._actuator_time_s(t))
-        if update.state is State.EMPTY and self._reload_requested:
-            self._reload_calibration()
-        return verdict
-
-    def _check_frame_size(self, image: np.ndarray) -> None:
-        """Every image the gate could measure must have the board reference's size (the
-        calibration's, else the first frame's): ConfigError otherwise, since comparing it with a
-        squashed board means nothing and every later frame of that camera or recording would be
-        the same."""
-        hw = image.shape[:2]
-        if self._frame_hw is None:
-            self._frame_hw = (hw, "the first frame")
-        elif hw != self._frame_hw[0]:
-            (h, w), what = self._frame_hw
-            raise ConfigError(f"frames are {hw[1]}x{hw[0]}, but {what} is {w}x{h}: set camera.width and "
-                              f"camera.height to the size the camera delivers (and calibrate at it), or "
-                              f"record at that size")
-
-    def _warn_unusable_once(self, image: object, reason: str) -> None:
-        """One WARNING per reason a frame is unusable, so a camera that keeps delivering broken
-        frames shows up in the journal, not only as a counter."""
-        if reason in self._warned_reasons:
-            return
-        self._warned_reasons.add(reason)
-        log.warning("unusable frame (%s: shape %s, dtype %s); such frames are rejected", reason,
-                    getattr(image, "shape", None), getattr(image, "dtype", type(image).__name__))
-
-    def _check_stuck(self, t: float) -> None:
-        number, bin_name, sorted_at_s = self._sorted
-        limit_s = self.config.presence.stuck_warn_s
-        if limit_s > 0 and t - sorted_at_s + TIME_TOLERANCE_S >= limit_s:
-            self._stuck = True
-            log.warning("item %d is still on the board %.0f s after it was sorted to %s: check that bin's "
-                        "actuator and clear the board (the next item is sorted once it clears or changes)",
-                        number, t - sorted_at_s, bin_name)
-            if self.notifier:
-                self.notifier.status(f"stuck: item {number} still on the board")
 
     def _actuator_time_s(self, frame_time_s: float) -> float:
         return self.clock() if self.clock is not None else frame_time_s
@@ -337,30 +309,14 @@ class Sorter:
     def _record(self, outcome: Outcome, *, raise_errors: bool = True) -> None:
         """One record for a decided item; it is appended before an actuator error or too many
         classifier failures end the run."""
-        decision, item, t = outcome.decision, outcome.item, outcome.source_time_s
-        settled = outcome.event in ("settled", "early")
+        decision = outcome.decision
         self._model_failures = self._model_failures + 1 if decision.model_error else 0
-        record = SortEvent(
-            ts=utc_iso(ms=True), source_time=t, item=item.number, label=decision.label,
-            confidence=decision.confidence, top3=decision.top3, bin=decision.bin, reason=outcome.reason,
-            frames_used=decision.frames_used, frames_rejected=sum(item.rejected.values()),
-            reject_reasons=dict(item.rejected), latency_ms=outcome.latency_ms,
-            model_sha256=self.classifier.sha256[:12], calibration_id=self.calibration_id, settled=settled,
-            early=outcome.event == "early")
-        capture_id = self.capture.offer(record, [slot.image for slot in outcome.slots])
-        if capture_id:
-            record = replace(record, capture_id=capture_id)
-        self.sortlog.append(record)
-        if self.indicator and outcome.actuated:
-            self.indicator.routed(decision.bin, self._actuator_time_s(t),
-                                  fallback=decision.bin == self.config.routing.fallback_bin and bool(decision.reason))
-        self._sorted = None if outcome.event in ("left", "stopped") else (item.number, decision.bin, t)
-        self.summary.items += 1
-        self.summary.items_per_bin[decision.bin] += 1
-        self.summary.unsettled += not settled
-        self.summary.latencies_ms.append(outcome.latency_ms)
-        log.info("item %d at %.2f s: %s (%.2f) -> %s%s", item.number, t, decision.label or "-",
-                 decision.confidence, decision.bin, f" [{outcome.reason}]" if outcome.reason else "")
+        self.recorder.record(outcome, calibration_id=self.calibration_id,
+                             now_s=self._actuator_time_s(outcome.source_time_s))
+        if outcome.event in ("left", "stopped"):
+            self.stuck.forget()
+        else:
+            self.stuck.sorted(outcome.item.number, decision.bin, outcome.source_time_s)
         if not raise_errors:
             return
         if outcome.actuator_error is not None:
