@@ -7,7 +7,7 @@ VENV ?= .venv
 TRASHNET ?= ../shared/datasets/trashnet
 DEMO := build/demo
 
-.PHONY: demo test bench scenes clean
+.PHONY: demo test test-arm64 bench scenes learn-demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,20 @@ scenes: $(VENV)/.device
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest
+
+# Learn from the bin, measured (README): the shipped model on a warm-lit scene before and after a
+# fine-tune on the captures of another scene of that board and light; about 16 minutes.
+learn-demo: $(VENV)/.test
+	TRASHNET=$(TRASHNET) BIN=$(VENV)/bin export/learn_demo.sh build/learn-demo
+
+# The arm64 lane (README, "The arm64 lane"; not part of .ci/run): the device side on Debian
+# bookworm arm64 under proot + qemu-user as a Cortex-A72 and a Cortex-A76: tests, the shipped
+# model at 1/2/4 threads against x86, a small scene sorted. Under build/arm64; re-runnable.
+test-arm64: $(VENV)/.device
+	@{ command -v debootstrap && command -v proot && command -v qemu-aarch64-static; } >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq debootstrap proot qemu-user-static >/dev/null; } || \
+		{ echo "test-arm64 needs debootstrap, proot and qemu-user-static (apt-get install them)"; exit 3; }
+	HOST_PYTHON=$(VENV)/bin/python TRASHNET=$(TRASHNET) .ci/arm64/run-tests.sh
 
 # The fp32 twin (int8 speed-up) needs the onnx package of the dev extra (`make test` installs it);
 # without it the bench says so and measures the rest.

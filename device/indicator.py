@@ -287,6 +287,8 @@ class Indicator:
                       output.name, output.key_path, first_line(exc))
 
     def _remember(self, now_s: float) -> None:
+        if not self.outputs:  # nothing to see: no history (a run without an indicator prints none)
+            return
         view = self.what_the_person_sees(now_s)
         if not self.history or self.history[-1][1] != view:
             self.history.append((now_s, view))
