@@ -139,6 +139,11 @@ class Sorter:
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
 
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal (SIGTERM, SIGINT) that asked the sorter to stop; None until one came."""
+        return self._stop_signal
+
     def _on_stop_signal(self, signum, _frame) -> None:
         self.actuators.safe_all()  # first, whatever the loop is blocked on
         if self.indicator:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from conftest import colour_contract, colour_model
+from helpers import colour_contract, colour_model
 from device.commands import bench, bench_model
 from device.actuators import BinActuators
 from device.commands.bench_loop import PinWatch, bench_config

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import device.contract
-from conftest import colour_contract, colour_model
+from helpers import colour_contract, colour_model
 from device.classifier import Classifier
 from device.cli import main as cli_main
 from device.contract import ModelContract, preprocess

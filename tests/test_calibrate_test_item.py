@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from device.cli import main as cli_main
 from device.demo_scene import SceneItem, Timing, make_board, render
-from conftest import RED, item_on
+from helpers import RED, item_on
 
 
 def calibrate_and_test(tmp_path, colour_model_path, capsys, item: SceneItem, board) -> tuple[int, str]:

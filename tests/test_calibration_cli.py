@@ -192,7 +192,8 @@ def test_an_out_path_that_cannot_be_made_is_a_one_line_error_after_the_capture(t
 
 def test_a_histogram_that_cannot_be_written_is_only_a_warning(tmp_path, caplog):
     from calibration.report import write_histogram
-    from test_calibration_store import BOARD, make_calibration
+    from helpers import CALIBRATION_BOARD, make_calibration
 
-    assert write_histogram(tmp_path / "missing-folder" / "histogram.png", BOARD, make_calibration()) is None
+    path = tmp_path / "missing-folder" / "histogram.png"
+    assert write_histogram(path, CALIBRATION_BOARD, make_calibration()) is None
     assert any("histogram not written" in r.getMessage() for r in caplog.records)

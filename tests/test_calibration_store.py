@@ -15,22 +15,10 @@ from hypothesis import strategies as st
 
 from device.calibration_file import schema, store
 from device import atomic
-from device.calibration_file.schema import Calibration, ExposureTarget
+from device.calibration_file.schema import Calibration
 from device.camera import ExposureControls
 from device.errors import CalibrationError
-from device.gate import BoardStats, GateThresholds
-
-
-def make_calibration(cal_id: str = "20250101T120000Z-aaaaaa", exposure_us: int = 8000) -> Calibration:
-    return Calibration(
-        id=cal_id, created_utc="2025-01-01T12:00:00+00:00", exposure_us=exposure_us, analogue_gain=1.5,
-        colour_gains=(1.9, 1.6), board_reference=f"board-{cal_id}.png",
-        board=BoardStats(190.0, 0.001, (0.0,) * 16), gate=GateThresholds(max_level_rise=39.0),
-        target=ExposureTarget(), board_mean_rgb=(180.0, 182.0, 179.0), image_size=(32, 24), frames=5,
-        source="sim", exposure_searched=True)
-
-
-BOARD = np.full((24, 32, 3), 190, np.uint8)
+from helpers import CALIBRATION_BOARD as BOARD, make_calibration
 
 
 def valid_doc() -> dict:

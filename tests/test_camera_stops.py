@@ -26,7 +26,7 @@ from device.cli import main as cli_main
 from device.errors import CameraError
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
-from conftest import CONFIG
+from helpers import CONFIG
 
 TIMEOUT_S = 0.3
 
@@ -78,15 +78,21 @@ def test_camera_that_cannot_open(source, expected):
 def test_opencv_camera_that_stops_delivering_frames(scene):
     """The real OpenCVCamera read path on a real cv2.VideoCapture (of the scene file instead of
     /dev/videoN): frames while the capture delivers, then a clear CameraError, not None."""
-    camera = OpenCVCamera.from_capture(cv2.VideoCapture(str(scene[0])), "opencv:7", timeout_s=1.0)
+    cap = cv2.VideoCapture(str(scene[0]))
+    camera = OpenCVCamera.from_capture(cap, "opencv:7", timeout_s=1.0)
     with camera:
         frames = [camera.capture() for _ in range(3)]
         assert [f.index for f in frames] == [0, 1, 2] and frames[0].image.shape == (384, 512, 3)
-        camera._cap.set(cv2.CAP_PROP_POS_FRAMES, camera._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, cap.get(cv2.CAP_PROP_FRAME_COUNT))
         with pytest.raises(CameraError, match=r"^opencv:7: camera stopped delivering frames$"):
             while True:
                 camera.capture()
-    assert not camera._cap.isOpened()  # no read in flight: close() released it
+    assert not cap.isOpened()  # no read in flight: close() released it
+
+
+def reader_threads(name: str) -> list[threading.Thread]:
+    """The live threads an OpenCVCamera called ``name`` reads in (each read runs in one, named so)."""
+    return [t for t in threading.enumerate() if t.name == f"{name} read"]
 
 
 class BlockingCapture:
@@ -113,6 +119,7 @@ def test_close_never_releases_under_a_blocked_read(monkeypatch, caplog):
     try:
         with pytest.raises(CameraError, match=r"^opencv:5: no frame within 0.0 s$"):
             camera.capture()
+        [reader] = reader_threads("opencv:5")  # still blocked in cap.read()
         with pytest.raises(CameraError, match="an earlier read is still blocked"):
             camera.capture()  # no second read on the same capture
         with caplog.at_level(logging.WARNING, logger="device.camera.opencv"):
@@ -121,8 +128,8 @@ def test_close_never_releases_under_a_blocked_read(monkeypatch, caplog):
         assert any("still blocked" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     finally:
         cap.unblock.set()
-    camera._reader.join(10)
-    assert not camera._reader.is_alive()
+    reader.join(10)
+    assert not reader.is_alive()
     assert cap.released == 1  # by the reader, once its read returned
     camera.close()
     assert cap.released == 1
@@ -137,7 +144,7 @@ def test_close_waits_for_a_read_that_returns(caplog, monkeypatch):
     cap.unblock.set()  # the read returns during close()'s join
     with caplog.at_level(logging.WARNING, logger="device.camera.opencv"):
         camera.close()
-    assert cap.released == 1 and not camera._reader.is_alive()
+    assert cap.released == 1 and not reader_threads("opencv:6")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 

@@ -16,40 +16,32 @@ import cv2
 import numpy as np
 
 import device.capture as capture_module
-from conftest import BLUE, GREEN, RED, item_on
+from helpers import BLUE, CAPTURE_CLASSES, GREEN, RED, item_on, record
 from device.capture import CaptureWriter
 from device.capture_store import LABELS_FILE, read_captures
 from device.config import Config, parse_config
 from device.demo_scene import make_board
-from device.sortlog import SortEvent
 
 BOARD = make_board(seed=1)
-CLASSES = ("cardboard", "glass", "metal")
 FRAMES = [item_on(BOARD, RED), item_on(BOARD, GREEN), item_on(BOARD, BLUE)]
 
 
-def record(item: int, confidence: float, label: str = "glass") -> SortEvent:
-    return SortEvent(ts=f"2024-05-01T10:00:{item:02d}.000Z", source_time=float(item), item=item, label=label,
-                     confidence=confidence, top3=((label, confidence), ("metal", 1 - confidence)), bin="glass",
-                     reason="" if confidence >= 0.6 else f"low confidence {confidence:.2f} < 0.60", frames_used=3,
-                     frames_rejected=1, reject_reasons={"glare": 1}, latency_ms=12.5, model_sha256="abcdef012345",
-                     calibration_id="cal-7")
-
-
 def writer(folder: Path, **kwargs) -> CaptureWriter:
-    settings = {"min_confidence": 0.6, "sample_every": 4, "max_mb": 50, "classes": CLASSES, "queue_items": 16,
-                "model_sha256": "ab" * 32, **kwargs}
+    settings = {"min_confidence": 0.6, "sample_every": 4, "max_mb": 50, "classes": CAPTURE_CLASSES,
+                "queue_items": 16, "model_sha256": "ab" * 32, **kwargs}
     return CaptureWriter(folder, **settings)
 
 
 class Gate:
-    """Holds the writer thread inside its first write until opened."""
+    """Holds the writer thread inside its first write until opened; ``writer`` is that thread."""
 
     def __init__(self, monkeypatch):
         self.entered, self.opened = threading.Event(), threading.Event()
+        self.writer: threading.Thread | None = None
         real = capture_module.write_file
 
         def held(path, data):
+            self.writer = threading.current_thread()
             self.entered.set()
             assert self.opened.wait(10), "the test never opened the gate"
             real(path, data)
@@ -70,7 +62,7 @@ def test_uncertain_and_every_nth_item_are_captured_with_their_frames_and_record(
     first = captures[0]
     assert first.record == {**json.loads(record(2, 0.5).to_json()), "capture_id": "1"}  # the sort record, named
     assert first.record["top3"] == [["glass", 0.5], ["metal", 0.5]] and first.record["calibration_id"] == "cal-7"
-    assert first.classes == CLASSES and first.model_sha256 == "ab" * 32 and first.label == ""
+    assert first.classes == CAPTURE_CLASSES and first.model_sha256 == "ab" * 32 and first.label == ""
     assert first.frames == ("1-1.jpg", "1-2.jpg", "1-3.jpg")
     for name, rgb in zip(first.frames, FRAMES):
         decoded = cv2.cvtColor(cv2.imread(str(tmp_path / "caps" / name)), cv2.COLOR_BGR2RGB)
@@ -81,7 +73,7 @@ def test_uncertain_and_every_nth_item_are_captured_with_their_frames_and_record(
 def test_the_threshold_defaults_to_routing_and_capture_can_be_switched_off(tmp_path):
     config = parse_config({"routing": {"min_confidence": 0.7},
                            "capture": {"enabled": True, "dir": str(tmp_path / "a"), "sample_every": 0}})
-    with CaptureWriter.from_config(config, classes=CLASSES) as w:
+    with CaptureWriter.from_config(config, classes=CAPTURE_CLASSES) as w:
         assert w.min_confidence == 0.7
         assert [w.offer(record(i, c), FRAMES) for i, c in enumerate([0.69, 0.71, 0.2], start=1)] == ["1", "", "2"]
     explicit = parse_config({"capture": {"enabled": True, "dir": str(tmp_path / "b"), "min_confidence": 0.3}})
@@ -213,9 +205,8 @@ def test_close_waits_a_bounded_time_and_nothing_is_captured_after_it(tmp_path, m
     assert w.offer(record(1, 0.9), FRAMES) == "1"
     assert gate.entered.wait(10)
     w.offer(record(2, 0.9), FRAMES)
-    thread = w._thread
     w.close(timeout_s=0)  # the writer is stuck in capture 1: close does not wait for it
     assert "capture writer still busy after 0 s at exit" in caplog.text
     assert w.offer(record(3, 0.9), FRAMES) == ""
     gate.opened.set()
-    thread.join(10)  # (only so that it does not write into the next test's folders)
+    gate.writer.join(10)  # (only so that it does not write into the next test's folders)

@@ -15,13 +15,13 @@ from device.cli import main as cli_main
 from device.scene_score import match
 from device.sortlog import read_records
 from export.split import scan_image_folder
-from test_capture_training import fine_tune_and_evaluate, label_from_truth, small_trashnet  # noqa: F401
+from helpers import fine_tune_and_evaluate, label_from_truth
 
 ITEMS = 8
 
 
 @pytest.mark.slow
-def test_a_scene_sorted_with_capture_on_is_labelled_exported_and_fine_tuned_on(small_trashnet, tmp_path,  # noqa: F811
+def test_a_scene_sorted_with_capture_on_is_labelled_exported_and_fine_tuned_on(small_trashnet, tmp_path,
                                                                                monkeypatch, capsys):
     pytest.importorskip("torch")
     scene = tmp_path / "scene.mp4"

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BLUE, GREEN, RED, TRASHNET, item_on
+from helpers import (BLUE, GREEN, PER_CLASS, RED, SHIPPED, TRASHNET, fine_tune_and_evaluate, item_on,
+                     label_from_truth, record)
 from device.capture import CaptureWriter
 from device.commands.capture_export import EXPORT_MARKER, EXPORT_KIND
 from device.cli import main as cli_main
@@ -23,10 +24,6 @@ from device.errors import DataError
 from device.scene_render import SceneItem, scene_stage, still_view
 from export.data_split import DataSplit, load_data_split, split_for_training
 from export.split import SUBSETS, item_key, make_item_split, make_split
-from test_capture import record
-
-SHIPPED = Path(__file__).resolve().parents[1] / "device" / "model" / "waste-sorter-resnet34-int8.onnx"
-PER_CLASS = 8
 
 
 def write_export(root: Path, labels: dict[int, str], frames: int = 3, image=None) -> Path:
@@ -152,53 +149,6 @@ def test_starting_from_a_model_of_other_classes_is_said(caplog):
 
 
 # ---------------------------------------------------------------- the whole path (torch)
-
-@pytest.fixture(scope="module")
-def small_trashnet(tmp_path_factory) -> Path:
-    """PER_CLASS real TrashNet photos per class (symlinks into ../shared)."""
-    root = tmp_path_factory.mktemp("trashnet")
-    for class_dir in sorted(p for p in TRASHNET.iterdir() if p.is_dir()):
-        (root / class_dir.name).mkdir()
-        for photo in sorted(class_dir.glob("*.jpg"))[:PER_CLASS]:
-            (root / class_dir.name / photo.name).symlink_to(photo)
-    return root
-
-
-def label_from_truth(folder: Path, truth: dict[str, str]) -> None:
-    """`captures label` for each class, with the ids the truth gives it (capture id -> class)."""
-    for name in sorted(set(truth.values())):
-        ids = [i for i, label in truth.items() if label == name]
-        assert cli_main(["captures", "label", "--dir", str(folder), *ids, name]) == 0
-
-
-def fine_tune_and_evaluate(trashnet: Path, export: Path, run: Path, capsys) -> dict:
-    """train (from the shipped model, a few steps) -> export -> evaluate on the test photos of
-    both folders; returns evaluate's JSON after checking each step's output."""
-    data = ["--data", str(trashnet), "--data", str(export)]
-    assert cli_main(["train", *data, "--output-dir", str(run), "--init", str(SHIPPED), "--input-size", "64",
-                     "--batch-size", "8", "--epochs", "1", "--no-amp", "--val-frac", "0.25",
-                     "--test-frac", "0.25", "--lr", "0.001", "--replay-per-class", "3"]) == 0
-    out = capsys.readouterr().out
-    split = load_data_split(run / "split.json", [trashnet, export])
-    device = split.folders[1]
-    assert device.device_photos and all(split.folders[i].files["test"] for i in (0, 1))
-    assert f"{export} (device photos, split by capture): {len(device.files['train'])} train / " in out
-    trained = split.training_items(with_val=False, replay_per_class=3)
-    assert not {p for p, _ in trained} & {p for p, _ in split.paths("test")}  # no test photo trained on
-    assert sum(p.is_relative_to(export) for p, _ in trained) == len(device.files["train"])  # every device one
-    assert f"{len(trained)} train / {len(split.paths('val'))} val photos" in out
-    model = run / "model.onnx"
-    assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pth"), *data, "--out", str(model),
-                     "--parity-photos", "4"]) == 0
-    assert "max |Δlogit|" in capsys.readouterr().out
-    assert cli_main(["evaluate", "--model", str(model), *data, "--split", str(run / "split.json"),
-                     "--subset", "test", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert [f["device_photos"] for f in report["folders"]] == [False, True]
-    assert report["folders"][1]["n"] == report["device_photos"]["n"] == len(device.files["test"])
-    assert report["n"] == len(split.paths("test"))
-    return report
-
 
 @pytest.mark.slow
 def test_captures_labelled_exported_and_fine_tuned_on_without_the_loop(small_trashnet, tmp_path, capsys):

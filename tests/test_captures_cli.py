@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BLUE, GREEN, RED, item_on
+from helpers import BLUE, CAPTURE_CLASSES, GREEN, RED, event, item_on, record, run_logs
 from device.capture import CaptureWriter
 from device.commands.capture_export import EXPORT_MARKER, is_capture_export
 from device.commands.capture_sheet import COLUMNS, GAP_PX, TILE_SIZE
@@ -19,8 +19,6 @@ from device.cli import main as cli_main
 from device.demo_scene import make_board
 from device.sortlog import SortLog
 from export.split import scan_image_folder
-from test_capture import CLASSES, record
-from test_logs_status import event, run_logs
 
 BOARD = make_board(seed=1)
 COLOURS = {"cardboard": RED, "glass": GREEN, "metal": BLUE}
@@ -32,7 +30,7 @@ SAID = [("cardboard", 0.91), ("glass", 0.42), ("metal", 0.55), ("glass", 0.97), 
 def folder(tmp_path) -> Path:
     """Six captures (ids 1-6), each item a coloured square on the board."""
     path = tmp_path / "caps"
-    with CaptureWriter(path, min_confidence=0.6, sample_every=1, classes=CLASSES, model_sha256="cd" * 32) as w:
+    with CaptureWriter(path, min_confidence=0.6, sample_every=1, classes=CAPTURE_CLASSES, model_sha256="cd" * 32) as w:
         for item, (label, confidence) in enumerate(SAID, start=1):
             frame = item_on(BOARD, COLOURS[label])
             assert w.offer(record(item, confidence, label), [frame, frame]) == str(item)

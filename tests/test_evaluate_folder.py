@@ -1,6 +1,6 @@
 """``evaluate`` and ``scan_image_folder`` on real, messy photo folders: hidden files, nested and
 upper-case photos, a corrupt file, folder names in another case and only some of the classes.
-The model is the colour classifier from conftest (red -> cardboard, green -> glass, blue -> metal)."""
+The model is the colour classifier from helpers.py (red -> cardboard, green -> glass, blue -> metal)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BLUE, GREEN, RED
+from helpers import BLUE, GREEN, RED
 from device.cli import main as cli_main
 from device.errors import DataError
 from export.split import scan_image_folder

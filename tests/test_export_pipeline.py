@@ -25,7 +25,7 @@ PER_CLASS = 8
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory, ) -> Path:
     """An ImageFolder of PER_CLASS real TrashNet photos per class (symlinks into ../shared)."""
-    from conftest import TRASHNET
+    from helpers import TRASHNET
 
     root = tmp_path_factory.mktemp("data")
     for class_dir in sorted(p for p in TRASHNET.iterdir() if p.is_dir()):

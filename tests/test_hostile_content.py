@@ -21,8 +21,7 @@ from device.calibration_file import store
 from device.cli import main as cli_main
 from device.config import Config, load_config
 from device.errors import CalibrationError, ConfigError
-from test_calibration_store import make_calibration
-from test_logs_status import event
+from helpers import event, make_calibration
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

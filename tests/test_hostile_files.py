@@ -28,12 +28,11 @@ from pathlib import Path
 import pytest
 
 from device.calibration_file.store import save_calibration
-from conftest import CONFIG, colour_contract, colour_model
+from helpers import CONFIG, colour_contract, colour_model, make_calibration
 from device.cli import main as cli_main
 from device.demo_scene import make_board
 from device.gate import board_stats
 from export.package import save_model
-from test_calibration_store import make_calibration
 
 HANG_S = 20  # far beyond any of these commands' own time; a FIFO would block forever
 MEMORY_HEADROOM_BYTES = 1 << 30

@@ -30,8 +30,7 @@ from device.indicator import Indicator
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 
-from conftest import BLUE, CONFIG, GREEN, RED, item_on
-from test_signals import BlockingCamera
+from helpers import BLUE, CONFIG, GREEN, RED, BlockingCamera, item_on
 
 READY, BUZZER = 5, 6
 LIGHTS = {"paper": 20, "glass": 21, "landfill": 22, "metal": 23}
@@ -123,7 +122,7 @@ def scene_run(scene, tmp_path_factory, colour_model_path_module):
 
 @pytest.fixture(scope="module")
 def colour_model_path_module(tmp_path_factory) -> Path:
-    from conftest import colour_contract, colour_model
+    from helpers import colour_contract, colour_model
     from export.package import save_model
 
     path = tmp_path_factory.mktemp("model") / "colour.onnx"

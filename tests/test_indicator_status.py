@@ -24,7 +24,7 @@ def status_of(status_file, log_path, *options: str) -> str:
     status_cli.add_arguments(parser)
     args = parser.parse_args(["--status-file", str(status_file), "--log", str(log_path), *options])
     out = io.StringIO()
-    assert status_cli.main(args, out=out, now=NOW, service="active") == 0
+    assert status_cli.show_status(args, out, now=NOW, service="active") == 0
     return out.getvalue()
 
 

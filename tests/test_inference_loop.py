@@ -29,7 +29,7 @@ from device.loop import Sorter
 from device.presence import PresenceUpdate, State
 from device.sortlog import SortLog, read_records
 
-from conftest import BLUE, RED, item_on
+from helpers import BLUE, RED, item_on
 
 FPS = 10
 BOARD = make_board(seed=3)

@@ -13,7 +13,7 @@ import pytest
 from device.commands import logs as logs_cli
 from device.cli import main as cli_main
 from device.sortlog import SortLog, log_files, read_lines_from, read_records
-from test_logs_status import event
+from helpers import event
 
 
 def items(records) -> list[int]:

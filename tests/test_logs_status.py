@@ -3,13 +3,11 @@ full or read-only log disk. Logs are written with SortLog; time is injected, not
 
 from __future__ import annotations
 
-import argparse
 import errno
 import io
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -19,41 +17,14 @@ from device.commands import logs as logs_cli
 from device.commands import status as status_cli
 from device.cli import main as cli_main
 from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
-from device.sortlog import SortEvent, SortLog, read_records, utc_iso
-
-NOW = time.time()
-
-
-def iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
-
-
-def event(item: int, *, t: float | None = None, label: str = "plastic", bin_: str = "containers",
-          reason: str = "", latency_ms: float = 10.0, rejects: dict[str, int] | None = None) -> SortEvent:
-    rejects = rejects or {}
-    return SortEvent(ts=iso(NOW - 60 if t is None else t), source_time=item * 2.0, item=item, label=label,
-                     confidence=0.9, top3=((label, 0.9), ("trash", 0.05)), bin=bin_, reason=reason,
-                     frames_used=3, frames_rejected=sum(rejects.values()), reject_reasons=rejects,
-                     latency_ms=latency_ms, model_sha256="abc123", calibration_id="cal-1")
+from device.sortlog import SortLog, read_records, utc_iso
+from helpers import NOW, args_for, event, iso, run_logs
 
 
 def write_log(path: Path, events, **kwargs) -> None:
     with SortLog(path, **kwargs) as sort_log:
         for e in events:
             assert sort_log.append(e)
-
-
-def args_for(*argv: str, module=logs_cli) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def run_logs(*argv: str, **kwargs) -> str:
-    """`waste-sorter logs` at the time the test logs were written (``--since 1h`` counts from NOW)."""
-    out = io.StringIO()
-    assert logs_cli.main(args_for(*argv), out=out, now=NOW, **kwargs) == 0
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------- reader
@@ -225,7 +196,7 @@ def test_status_report(tmp_path, mixed_log):
     write_runtime_status(status_file, runtime(NOW))
     args = args_for("--status-file", str(status_file), "--log", str(mixed_log), "--json", module=status_cli)
     out = io.StringIO()
-    assert status_cli.main(args, out=out, now=NOW, service="active") == 0
+    assert status_cli.show_status(args, out, now=NOW, service="active") == 0
     report = json.loads(out.getvalue())
     midnight = status_cli.local_day_start(NOW)
     expected_today = sum(1 for r in read_records(mixed_log) if logs_cli.record_time(r) >= midnight)
@@ -239,7 +210,7 @@ def test_status_report(tmp_path, mixed_log):
 
     text_args = args_for("--status-file", str(status_file), "--log", str(mixed_log), module=status_cli)
     out = io.StringIO()
-    status_cli.main(text_args, out=out, now=NOW + 600, service="active")
+    status_cli.show_status(text_args, out, now=NOW + 600, service="active")
     text = out.getvalue()
     assert "service      active" in text and "STALE" in text and "9.5 fps" in text and "cal-7" in text
     assert "glare 40, dark 10" in text and "last item    #5" in text
@@ -250,13 +221,13 @@ def test_status_shows_sort_records_the_log_could_not_take(tmp_path, mixed_log):
     status_file = tmp_path / "status.json"
     write_runtime_status(status_file, runtime(NOW, log_pending=7, log_dropped=2))
     out = io.StringIO()
-    status_cli.main(args_for("--status-file", str(status_file), "--log", str(mixed_log), module=status_cli),
-                    out=out, now=NOW, service="active")
+    status_cli.show_status(args_for("--status-file", str(status_file), "--log", str(mixed_log),
+                                    module=status_cli), out, now=NOW, service="active")
     assert ("SORT LOG     7 record(s) waiting to be written, 2 lost: is the log's disk full or read-only?"
             in out.getvalue())
     out = io.StringIO()
-    status_cli.main(args_for("--status-file", str(status_file), "--log", str(mixed_log), "--json",
-                             module=status_cli), out=out, now=NOW, service="active")
+    status_cli.show_status(args_for("--status-file", str(status_file), "--log", str(mixed_log), "--json",
+                                    module=status_cli), out, now=NOW, service="active")
     runtime_report = json.loads(out.getvalue())["runtime"]
     assert (runtime_report["log_pending"], runtime_report["log_dropped"]) == (7, 2)
 
@@ -265,7 +236,7 @@ def test_status_without_sorter_or_log(tmp_path):
     args = args_for("--status-file", str(tmp_path / "none.json"), "--log", str(tmp_path / "none.jsonl"),
                     module=status_cli)
     out = io.StringIO()
-    assert status_cli.main(args, out=out, now=NOW, service="inactive") == 0
+    assert status_cli.show_status(args, out, now=NOW, service="inactive") == 0
     text = out.getvalue()
     assert "inactive" in text and "live status  none" in text and "last item    none" in text
 

@@ -24,7 +24,7 @@ from device.demo_scene import SceneItem, Timing, make_board, render
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 
-from conftest import BLUE, CONFIG, GREEN, RED, item_on
+from helpers import BLUE, CONFIG, GREEN, RED, item_on
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> tuple[Path, list[dict]]:

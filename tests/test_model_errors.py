@@ -1,6 +1,6 @@
 """Bad model files and bad configs: one-line errors naming the file, and the run command's exit codes.
 
-Models are real ONNX files (built with onnx.helper, see conftest) checked by the real
+Models are real ONNX files (built with onnx.helper, see helpers.py) checked by the real
 onnxruntime; the command is device.cli.main, as the console script runs it.
 """
 
@@ -25,7 +25,7 @@ from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 from export.package import save_model
 
-from conftest import COLOUR_CLASSES, RED, colour_contract, colour_model, item_on
+from helpers import COLOUR_CLASSES, RED, colour_contract, colour_model, item_on
 
 
 def write_with_manifest(path: Path, data: bytes) -> Path:

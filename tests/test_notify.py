@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from conftest import bind_notify_socket, received
+from helpers import bind_notify_socket, received
 from device.notify import Notifier, watchdog_interval_s
 
 

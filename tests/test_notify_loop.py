@@ -24,7 +24,7 @@ from device.loop import Sorter
 from device.notify import Notifier
 from device.sortlog import SortLog
 
-from conftest import bind_notify_socket, received
+from helpers import bind_notify_socket, received
 
 READY = "READY=1\nSTATUS=sorting"  # the loop is ready and says it sorts
 FRAME_S = 0.125

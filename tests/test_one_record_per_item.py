@@ -27,8 +27,7 @@ from device.loop import Sorter
 from device.scene_render import Nuisances, SceneItem, Timing, expose, make_board, render
 from device.sortlog import SortLog, read_records
 
-from conftest import BLUE, RED, item_on
-from test_calibration_store import make_calibration
+from helpers import BLUE, RED, item_on, make_calibration
 
 FPS = 10
 

@@ -2,13 +2,15 @@
 
 Calibrations are written with the project's own save_calibration (board image = the scene's empty
 board); the scene is a real video read frame by frame through Sorter.step. The reload request
-is the SIGHUP handler itself (``_on_reload_signal``); test_signals.py sends the real signal.
+is a real SIGHUP sent to this process, handled by the Sorter's own handlers (the original
+handlers are restored after each test).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -26,8 +28,9 @@ from device.demo_scene import SceneItem, Timing, make_board, render
 from device.gate import GateThresholds, board_stats
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
-from test_calibration_store import make_calibration
-from conftest import BLUE, CONFIG, GREEN, RED, item_on
+from helpers import BLUE, CONFIG, GREEN, RED, item_on, make_calibration
+
+pytestmark = pytest.mark.usefixtures("own_signal_handlers")  # every test installs the Sorter's handlers
 
 BOARD = make_board(seed=1)
 GATE_1 = GateThresholds(max_extra_saturated_frac=0.30)
@@ -47,6 +50,17 @@ def scene(tmp_path_factory) -> Path:
     return path
 
 
+class Loader:
+    """A Sorter's calibration_loader: the calibration at ``path`` (and its board), counting the loads."""
+
+    def __init__(self, path: Path):
+        self.path, self.loads = path, 0
+
+    def __call__(self):
+        self.loads += 1
+        return load_with_board(self.path)
+
+
 def replay(scene, tmp_path, model_path, on_frame, camera_class=VideoFileCamera):
     """Step through the scene with calibration cal-1; ``on_frame(sorter, cal_path)`` after every frame.
     Returns (sorter, per-frame (state, calibration id, records so far), records)."""
@@ -59,8 +73,8 @@ def replay(scene, tmp_path, model_path, on_frame, camera_class=VideoFileCamera):
     with BinActuators(config.actuators, config.bins, pin_factory=MockFactory(pin_class=MockPWMPin)) as act, \
             SortLog(log_path) as sortlog, camera_class(scene) as camera:
         sorter = Sorter(config, camera=camera, classifier=Classifier(model_path), actuators=act, sortlog=sortlog,
-                        calibration=load_with_board(cal_path),
-                        calibration_loader=lambda: load_with_board(cal_path))
+                        calibration=load_with_board(cal_path), calibration_loader=Loader(cal_path))
+        sorter.install_signal_handlers()
         while (frame := camera.capture()) is not None:
             sorter.step(frame.image, frame.timestamp_s)
             timeline.append((sorter.state, sorter.calibration_id, sorter.summary.items))
@@ -75,7 +89,7 @@ def request_during_item(item: int, action):
     def hook(sorter, cal_path):
         if not done and sorter.state == "occupied" and sorter.summary.items == item - 1:
             action(cal_path)
-            sorter._on_reload_signal(signal.SIGHUP, None)
+            os.kill(os.getpid(), signal.SIGHUP)
             done.append(sorter.summary.frames)
     hook.done = done
     return hook
@@ -95,7 +109,7 @@ def test_reload_mid_item_applies_from_the_next_item(scene, tmp_path, colour_mode
     assert timeline[switch - 1][:2] == ("settled", "cal-1")  # applied on the frame the board became empty
     assert {cal_id for s, cal_id, _ in timeline[hook.done[0]:switch]} == {"cal-1"}
     assert sorter.gate.thresholds == GATE_2 and sorter.calibration.id == "cal-2"
-    assert not sorter._reload_requested
+    assert sorter.calibration_loader.loads == 1  # applied once: the request was done with
 
 
 def write_junk(path: Path) -> None:

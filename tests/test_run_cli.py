@@ -15,14 +15,13 @@ from dataclasses import replace
 import pytest
 
 from device.calibration_file.store import save_calibration
-from conftest import CONFIG
+from helpers import CONFIG, make_calibration
 from device.commands import run as run_cli
 from device.camera import CameraBase, open_camera
 from device.cli import main as cli_main
 from device.demo_scene import make_board
 from device.errors import CalibrationError, CameraError
 from device.gate import board_stats
-from test_calibration_store import make_calibration
 
 BOARD = make_board(seed=1)  # 512 x 384, the camera's default size
 

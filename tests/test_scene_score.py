@@ -16,7 +16,7 @@ from device.config import RoutingConfig
 from device.scene_render import Nuisances, SceneItem, Timing, make_board, render
 from device.scene_score import score
 
-from conftest import BLUE, RED, item_on
+from helpers import BLUE, RED, item_on
 
 SPLIT = Path(__file__).resolve().parents[1] / "device" / "model" / "split.json"
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import colour_contract, colour_model
+from helpers import colour_contract, colour_model
 from device.classifier import Classifier, manifest_path_for
 from device.cli import main as cli_main
 from device.errors import ModelError

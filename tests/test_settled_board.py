@@ -26,8 +26,7 @@ from device.loop import Sorter
 from device.notify import Notifier
 from device.sortlog import SortLog, read_records
 
-from conftest import BLUE, GREEN, RED, bind_notify_socket, item_on, received
-from test_calibration_store import make_calibration
+from helpers import BLUE, GREEN, RED, bind_notify_socket, item_on, make_calibration, received
 
 FPS = 10
 

@@ -23,16 +23,13 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.calibration_file.store import load_with_board, save_calibration
 from device.actuators import BinActuators
-from device.camera import CameraBase
-from device.camera.opencv import WAIT_SLICE_S, VideoFileCamera
+from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier
 from device.demo_scene import Timing, make_board
-from device.errors import CameraError
 from device.gate import board_stats
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
-from test_calibration_store import make_calibration
-from conftest import CONFIG
+from helpers import CONFIG, BlockingCamera, make_calibration
 
 BOARD = make_board(seed=1)
 
@@ -45,30 +42,6 @@ def scene(two_item_scene):
 @pytest.fixture
 def config(scene_config):
     return scene_config
-
-
-class BlockingCamera(CameraBase):
-    """Camera protocol: scene frames until ``block_now()``; then waits (a real Event) for ``release``:
-    a frame if released, else CameraError after ``timeout_s`` like the live backends. Like
-    OpenCVCamera it waits in WAIT_SLICE_S slices: a process-directed signal may land on another
-    thread (here the killer, on the device the reader or an onnxruntime worker), and CPython runs
-    the handler only once the main thread is back in Python code."""
-
-    def __init__(self, inner, block_now, timeout_s: float = 1.0):
-        self.inner, self.block_now, self.timeout_s = inner, block_now, timeout_s
-        self.blocking, self.release = threading.Event(), threading.Event()
-
-    def capture(self):
-        if self.block_now() and not self.blocking.is_set():
-            self.blocking.set()
-            deadline = time.monotonic() + self.timeout_s
-            while not self.release.wait(WAIT_SLICE_S):
-                if time.monotonic() >= deadline:
-                    raise CameraError(f"blocking: no frame within {self.timeout_s:.1f} s")
-        return self.inner.capture()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def sigterm_while_blocked(scene_path, config, model_path, log_path, *, release_after_signal: bool):
@@ -109,7 +82,7 @@ def test_sigterm_during_actuation_makes_pins_safe_at_once_and_run_returns(
     assert seen["angle"] == pytest.approx(-60, abs=0.5) and seen["flap"] == 1  # actuated when the signal came
     assert seen["safe_at"] - seen["signal_at"] < 0.1  # the handler, not the end of the loop, made them safe
     assert returned_at - seen["signal_at"] < 1.0 + 0.5  # at the latest when the blocked capture gives up
-    assert sorter._stop_signal == signal.SIGTERM and sorter.state == "stopped"
+    assert sorter.stop_signal == signal.SIGTERM and sorter.state == "stopped"
     assert summary.frames == seen["frames"]  # a frame arriving after the signal is not processed
     assert summary.items == 1 and state == {"angle": 0, "flap": 0}
 
@@ -133,9 +106,9 @@ def test_sighup_reloads_only_when_the_board_is_empty(scene, config, colour_model
         while (frame := camera.capture()) is not None:
             sorter.step(frame.image, frame.timestamp_s)
             states.append(sorter.state)
-            if sorter.state == "occupied" and not loads and not sorter._reload_requested:
+            if sorter.state == "occupied" and not loads and hup_frame is None:
                 os.kill(os.getpid(), signal.SIGHUP)
-                assert sorter._reload_requested and sorter.calibration_id == ""
+                assert not loads and sorter.calibration_id == ""  # not with the item on the board
                 hup_frame = len(states)
             if loads and reloaded_frame is None:
                 reloaded_frame = len(states)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from conftest import CONFIG
+from helpers import CONFIG
 from device import actuators as actuators_module
 from device.actuators import BinActuators, resolve_pin_factory
 from device.errors import ActuatorError, ConfigError
@@ -175,16 +175,33 @@ def test_a_bug_while_starting_gpio_stays_a_bug(monkeypatch):
         resolve_pin_factory("lgpio")
 
 
-def test_a_bug_while_going_safe_stays_a_bug(bins, monkeypatch):
-    bins.actuate("paper", 0.0)
+class _BuggyServo:
+    """A servo whose angle writes hit a bug in this project's code (a TypeError, not GPIO trouble)."""
 
-    def make_safe(name):
+    def __init__(self, servo):
+        self._servo = servo
+
+    @property
+    def angle(self):
+        return self._servo.angle
+
+    @angle.setter
+    def angle(self, value):
         raise TypeError("a bug in this project's code")
 
-    monkeypatch.setattr(bins, "_make_safe", make_safe)
-    with pytest.raises(TypeError):
-        bins.update(1.0)
-    monkeypatch.undo()
+    def close(self):
+        self._servo.close()
+
+
+def test_a_bug_while_going_safe_stays_a_bug(bins):
+    bins.actuate("paper", 0.0)
+    servo = bins.devices["diverter"]
+    bins.devices["diverter"] = _BuggyServo(servo)  # going home (safe) is its next write
+    try:
+        with pytest.raises(TypeError):
+            bins.update(1.0)
+    finally:
+        bins.devices["diverter"] = servo
 
 
 def test_errors_raised_inside_a_gpio_library_are_gpio_trouble(bins):

@@ -29,7 +29,7 @@ def shipped_and_inputs(trashnet_module):
 
 @pytest.fixture(scope="module")
 def trashnet_module():
-    from conftest import TRASHNET
+    from helpers import TRASHNET
 
     if not TRASHNET.is_dir():
         pytest.fail(f"{TRASHNET} is missing")
@@ -62,7 +62,7 @@ def test_restored_batch_norm_keeps_the_output_and_trains_from_it(shipped_and_inp
 
 
 def test_an_onnx_that_is_not_a_resnet34_is_a_clear_error(tmp_path):
-    from conftest import colour_contract, colour_model
+    from helpers import colour_contract, colour_model
     from device.errors import DataError
     from export.package import save_model
 

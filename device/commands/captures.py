@@ -132,8 +132,14 @@ def label(folder: Path, captures: list[Capture], tokens: list[str], out: TextIO)
         out.write(f"  {capture_id} was {old}\n")
 
 
-def main(args: argparse.Namespace, *, out: TextIO | None = None, now: float | None = None) -> int:
-    out = sys.stdout if out is None else out
+def main(args: argparse.Namespace) -> int:
+    return run_captures(args, sys.stdout)
+
+
+def run_captures(args: argparse.Namespace, out: TextIO, *, now: float | None = None) -> int:
+    """`waste-sorter captures` with ``args`` (its parsed arguments), writing to ``out``;
+    :func:`main` calls it with stdout and the default: ``now`` (seconds since the epoch; default:
+    the time) is what ``--since 2h`` counts back from."""
     folder = capture_folder(args)
     captures = read_captures(folder)
     if args.action == "list":

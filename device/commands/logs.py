@@ -228,20 +228,20 @@ def emit(records: Iterable[Record], out: TextIO, *, as_json: bool, color: bool) 
     out.flush()
 
 
-def main(args: argparse.Namespace, *, out: TextIO | None = None,
-         sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None,
-         now: float | None = None) -> int:
-    """``now`` (seconds since the epoch; default: the time) is what ``--since 2h`` counts back from."""
-    out = sys.stdout if out is None else out
+def main(args: argparse.Namespace) -> int:
     try:
-        return _run(args, out, sleep, max_polls, now)
+        return show_logs(args, sys.stdout)
     except BrokenPipeError:  # `waste-sorter logs -f | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
-def _run(args: argparse.Namespace, out: TextIO, sleep: Callable[[float], None], max_polls: int | None,
-         now: float | None) -> int:
+def show_logs(args: argparse.Namespace, out: TextIO, *, now: float | None = None,
+              sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> int:
+    """`waste-sorter logs` with ``args`` (its parsed arguments), writing to ``out``; :func:`main`
+    calls it with stdout and the defaults. ``now`` (seconds since the epoch; default: the time)
+    is what ``--since 2h`` counts back from; ``-f`` polls every ``--poll-s`` seconds, waiting
+    with ``sleep``, forever or ``max_polls`` times."""
     path = resolve_log_path(args.log, args.config)
     if args.lines < 0:
         raise UsageError(f"-n {args.lines}: must be >= 0")

@@ -154,9 +154,16 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace, *, out: TextIO | None = None, now: float | None = None,
-         service: str | None = None) -> int:
-    out = sys.stdout if out is None else out
+def main(args: argparse.Namespace) -> int:
+    return show_status(args, sys.stdout)
+
+
+def show_status(args: argparse.Namespace, out: TextIO, *, now: float | None = None,
+                service: str | None = None) -> int:
+    """`waste-sorter status` with ``args`` (its parsed arguments), writing to ``out``; :func:`main`
+    calls it with stdout and the defaults. The report is at ``now`` (seconds since the epoch;
+    default: the time) for a service in state ``service`` (default: what :func:`service_state`
+    asks systemctl)."""
     now = time.time() if now is None else now
     log_path = resolve_log_path(args.log, args.config)
     report = collect(args.status_file, log_path, now, service_state() if service is None else service)
