@@ -42,10 +42,11 @@ from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, s
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
 from calibration.reload import UNIT, reload_sorter
 from calibration.simcam import SimulatedCamera, parse_sim_source
-from device.calibration_file.schema import CONTROL_RANGES, Calibration, ExposureTarget
+from device.calibration_file.schema import Calibration, ExposureTarget
 from device.camera import AdjustableCamera, ExposureControls, check_source_option, open_camera
-from device.config import RANGES, load_config
+from device.config import CameraConfig, load_config
 from device.errors import CalibrationError, UsageError
+from device.schema import bounds
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,13 @@ def _validate(args: argparse.Namespace) -> None:
               (1 <= args.max_steps <= 100, "--max-steps must be in 1..100"),
               (100 <= args.max_exposure_us <= 10_000_000, "--max-exposure-us must be in 100..10000000"),
               (1 <= args.max_gain <= 64, "--max-gain must be in 1..64")]
-    ranges = {"--width": (args.width, RANGES["camera.width"]), "--height": (args.height, RANGES["camera.height"]),
-              "--exposure-us": (args.exposure_us, CONTROL_RANGES["exposure_us"]),
-              "--gain": (args.gain, CONTROL_RANGES["analogue_gain"])}
+    ranges = {"--width": (args.width, bounds(CameraConfig, "width")),
+              "--height": (args.height, bounds(CameraConfig, "height")),
+              "--exposure-us": (args.exposure_us, bounds(Calibration, "exposure_us")),
+              "--gain": (args.gain, bounds(Calibration, "analogue_gain"))}
     checks += [(value is None or lo <= value <= hi, f"{option} must be in {_plain(lo)}..{_plain(hi)}")
                for option, (value, (lo, hi)) in ranges.items()]
-    lo, hi = CONTROL_RANGES["colour_gains"]
+    lo, hi = bounds(Calibration, "colour_gains")
     checks.append((args.colour_gains is None or all(lo <= g <= hi for g in args.colour_gains),
                    f"--colour-gains must each be in {_plain(lo)}..{_plain(hi)}"))
     for ok, message in checks:

@@ -1,52 +1,55 @@
 """The sorter's TOML configuration, validated once at start.
 
-Every key has a type and, for numbers, a range; unknown keys, wrong types, NaN/infinity and
-out-of-range values are rejected with a :class:`ConfigError` naming the key path. Defaults make
+Every key has a type and, for numbers, a range, declared beside its field (:mod:`device.schema`);
+unknown keys, wrong types, NaN/infinity and out-of-range values are rejected with a
+:class:`ConfigError` naming the key path, then the checks across keys (pins, bins) run. Defaults make
 ``waste-sorter run --source VIDEO`` work on a laptop. See ``device/config.example.toml``.
 """
 
 from __future__ import annotations
 
-import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from device.camera import device_source
 from device.errors import ConfigError, first_line
-from device.gate import THRESHOLD_RANGES, GateThresholds
+from device.gate import GateThresholds
 from device.presence import PresenceSettings
 from device.safe_open import MiB, read_regular, show_path
+from device.schema import TOML, SchemaError, build, spec
 
 MAX_CONFIG_BYTES = MiB  # the example file is 6 KiB
+PIN = (0, 27)  # BCM GPIO numbers
 
 
 @dataclass(frozen=True)
 class CameraConfig:
     source: str = "picamera2"
-    width: int = 512
-    height: int = 384
-    timeout_s: float = 2.0
-    folder_fps: float = 10.0
+    width: int = spec(512, range=(64, 4096))
+    height: int = spec(384, range=(48, 4096))
+    timeout_s: float = spec(2.0, range=(0.1, 15))
+    folder_fps: float = spec(10.0, range=(0.1, 240))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""  # "" = the model shipped with the package
-    threads: int | str = "auto"  # onnxruntime threads, or "auto": the cores the process may use
-    frames_per_item: int = 3
+    # onnxruntime threads, or "auto": the cores the process may use
+    threads: int | str = spec("auto", range=(1, 16), choices=("auto",), expect='a whole number or "auto"')
+    frames_per_item: int = spec(3, range=(1, 30))
     # decide before presence calls the item settled once this many frames of its still run
     # agree on the class with at least this mean confidence (no more frames would change it)
     early_decision: bool = True
-    early_frames: int = 2
-    early_confidence: float = 0.9
+    early_frames: int = spec(2, range=(1, 30))
+    early_confidence: float = spec(0.9, range=(0.5, 1.0))
 
 
 @dataclass(frozen=True)
 class RoutingConfig:
     fallback_bin: str = "landfill"
-    min_confidence: float = 0.55
+    min_confidence: float = spec(0.55, range=(0, 1))
     classes: dict[str, str] = field(default_factory=lambda: {
         "cardboard": "paper", "paper": "paper", "glass": "glass",
         "metal": "containers", "plastic": "containers", "trash": "landfill"})
@@ -54,30 +57,31 @@ class RoutingConfig:
 
 @dataclass(frozen=True)
 class ActuatorConfig:
-    type: str  # "servo" | "pulse"
-    pin: int
+    type: str = spec(choices=("servo", "pulse"))
+    pin: int = spec(range=PIN)
     active_high: bool = True  # pulse outputs
-    min_angle_deg: float = -90.0  # servos
-    max_angle_deg: float = 90.0
-    home_angle_deg: float = 0.0
-    min_pulse_width_ms: float = 1.0
-    max_pulse_width_ms: float = 2.0
+    min_angle_deg: float = spec(-90.0, range=(-180, 180))  # servos
+    max_angle_deg: float = spec(90.0, range=(-180, 180))
+    home_angle_deg: float = spec(0.0, range=(-180, 180))
+    min_pulse_width_ms: float = spec(1.0, range=(0.1, 5))
+    max_pulse_width_ms: float = spec(2.0, range=(0.1, 5))
 
 
 @dataclass(frozen=True)
 class BinConfig:
     actuator: str
-    angle_deg: float = 0.0  # servo: where the diverter points for this bin
-    hold_ms: float = 800.0  # servo: time at the bin angle before going home
-    pulse_ms: float = 200.0  # pulse: time the output is on
-    light_pin: int | None = None  # indicator: a light that shows an item was routed here (none: no light)
+    angle_deg: float = spec(0.0, range=(-180, 180))  # servo: where the diverter points for this bin
+    hold_ms: float = spec(800.0, range=(10, 10_000))  # servo: time at the bin angle before going home
+    pulse_ms: float = spec(200.0, range=(5, 5_000))  # pulse: time the output is on
+    # indicator: a light that shows an item was routed here (none: no light)
+    light_pin: int | None = spec(None, range=PIN)
 
 
 @dataclass(frozen=True)
 class LogConfig:
     path: str = "sort.jsonl"
-    max_bytes: int = 10_000_000
-    keep: int = 5
+    max_bytes: int = spec(10_000_000, range=(1_000, 10**11))
+    keep: int = spec(5, range=(1, 100))
 
 
 @dataclass(frozen=True)
@@ -86,14 +90,15 @@ class CaptureConfig:
 
     enabled: bool = False  # the device's config (config.example.toml, installed) turns it on
     dir: str = "/var/lib/waste-sorter/captures"
-    min_confidence: float | None = None  # capture items decided below this; None: routing.min_confidence
-    sample_every: int = 20  # and every Nth item whatever its confidence; 0 = none
-    max_mb: float = 500.0  # the folder's quota: the oldest captures are deleted beyond it
+    # capture items decided below this; None: routing.min_confidence
+    min_confidence: float | None = spec(None, range=(0, 1))
+    sample_every: int = spec(20, range=(0, 1_000_000))  # and every Nth item whatever its confidence; 0 = none
+    max_mb: float = spec(500.0, range=(1, 1_000_000))  # the folder's quota: the oldest captures are deleted beyond it
 
 
 @dataclass(frozen=True)
 class GpioConfig:
-    pin_factory: str = "auto"  # auto | mock | lgpio | rpigpio | pigpio | native
+    pin_factory: str = spec("auto", choices=("auto", "mock", "lgpio", "rpigpio", "pigpio", "native"))
 
 
 @dataclass(frozen=True)
@@ -102,13 +107,13 @@ class IndicatorConfig:
     optional, and no pin at all (the section absent) means no indicator. A light per bin is
     ``bins.NAME.light_pin``."""
 
-    ready_pin: int | None = None  # on: drop the next item; blinking: deciding; off: wait
-    buzzer_pin: int | None = None  # beeps for a fallback decision and when an item is stuck
+    ready_pin: int | None = spec(None, range=PIN)  # on: drop the next item; blinking: deciding; off: wait
+    buzzer_pin: int | None = spec(None, range=PIN)  # beeps for a fallback decision and when an item is stuck
     active_high: bool = True  # the indicator's outputs are on when their pin is high
-    blink_ms: float = 250.0  # the ready light, deciding: this long on, this long off
-    show_ms: float = 3000.0  # a bin light stays on this long after an item is routed there
-    fallback_beep_ms: float = 150.0  # 0: no beep
-    stuck_beep_ms: float = 1000.0  # 0: no beep
+    blink_ms: float = spec(250.0, range=(50, 5_000))  # the ready light, deciding: this long on, this long off
+    show_ms: float = spec(3000.0, range=(100, 60_000))  # a bin light stays on this long after an item is routed there
+    fallback_beep_ms: float = spec(150.0, range=(0, 5_000))  # 0: no beep
+    stuck_beep_ms: float = spec(1000.0, range=(0, 10_000))  # 0: no beep
 
 
 @dataclass(frozen=True)
@@ -141,125 +146,17 @@ class Config:
     indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
 
 
-#: Allowed ranges (inclusive) by key path; "*" stands for any table name.
-RANGES: dict[str, tuple[float, float]] = {
-    "camera.width": (64, 4096), "camera.height": (48, 4096), "camera.timeout_s": (0.1, 15),
-    "camera.folder_fps": (0.1, 240),
-    "model.threads": (1, 16), "model.frames_per_item": (1, 30),
-    "model.early_frames": (1, 30), "model.early_confidence": (0.5, 1.0),
-    **{f"gate.{name}": bounds for name, bounds in THRESHOLD_RANGES.items()},
-    "presence.diff_level": (1, 255), "presence.item_frac": (0.001, 0.9),
-    # empty_frac and settle_motion_frac are "below which" shares: 0 would mean never empty /
-    # never still, so the smallest is one pixel in a million
-    "presence.empty_frac": (1e-6, 0.9), "presence.motion_level": (1, 255),
-    "presence.settle_motion_frac": (1e-6, 0.5), "presence.settle_s": (0.0, 30), "presence.max_settle_s": (0.1, 120),
-    "presence.clear_s": (0.0, 30), "presence.min_item_s": (0.0, 30), "presence.learn_s": (0.0, 60),
-    "presence.adapt_rate": (0, 1),
-    "presence.stuck_warn_s": (0, 3600),
-    "routing.min_confidence": (0, 1),
-    "actuators.*.pin": (0, 27), "actuators.*.min_angle_deg": (-180, 180),
-    "actuators.*.max_angle_deg": (-180, 180), "actuators.*.home_angle_deg": (-180, 180),
-    "actuators.*.min_pulse_width_ms": (0.1, 5), "actuators.*.max_pulse_width_ms": (0.1, 5),
-    "bins.*.angle_deg": (-180, 180), "bins.*.hold_ms": (10, 10_000), "bins.*.pulse_ms": (5, 5_000),
-    "bins.*.light_pin": (0, 27), "indicator.ready_pin": (0, 27), "indicator.buzzer_pin": (0, 27),
-    "indicator.blink_ms": (50, 5_000), "indicator.show_ms": (100, 60_000),
-    "indicator.fallback_beep_ms": (0, 5_000), "indicator.stuck_beep_ms": (0, 10_000),
-    "log.max_bytes": (1_000, 10**11), "log.keep": (1, 100),
-    "capture.min_confidence": (0, 1), "capture.sample_every": (0, 1_000_000), "capture.max_mb": (1, 1_000_000),
-}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "actuators.*.type": ("servo", "pulse"),
-    "gpio.pin_factory": ("auto", "mock", "lgpio", "rpigpio", "pigpio", "native"),
-}
-
-
-def _short(value: Any) -> str:
-    """``repr(value)`` for a message, at most 60 characters (a TOML value can be a megabyte)."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # a deeply nested array, an integer too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_value(value: Any, kind: type, path: str, generic: str) -> Any:
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
-            raise ConfigError(f"{path}: must be a finite number, got {value}")
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ConfigError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {_short(value)}")
-    if generic in RANGES:
-        low, high = RANGES[generic]
-        if not low <= value <= high:
-            raise ConfigError(f"{path}: {_short(value)} is out of range [{low}, {high}]")
-    if generic in CHOICES and value not in CHOICES[generic]:
-        raise ConfigError(f"{path}: {_short(value)} is not one of {', '.join(CHOICES[generic])}")
-    return value
-
-
-def _build(cls, table: Any, path: str, generic: str):
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: expected a table, got {type(table).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{path}.{key}: unknown key (known: {', '.join(known)})")
-    values = {}
-    for name, f in known.items():
-        if name not in table:
-            continue
-        kind = {"int": int, "float": float, "str": str, "bool": bool,
-                "int | None": int, "float | None": float}.get(str(f.type), None)  # None: absent (optional GPIO pins)
-        if str(f.type) == "int | str":  # a number, or "auto" (model.threads)
-            value = table[name]
-            if isinstance(value, str) and value != "auto":
-                raise ConfigError(f"{path}.{name}: expected a whole number or \"auto\", got {_short(value)}")
-            values[name] = value if value == "auto" else _check_value(value, int, f"{path}.{name}",
-                                                                      f"{generic}.{name}")
-        elif kind is None:  # dict[str, str]
-            values[name] = _string_map(table[name], f"{path}.{name}")
-        else:
-            values[name] = _check_value(table[name], kind, f"{path}.{name}", f"{generic}.{name}")
-    try:
-        return cls(**values)
-    except TypeError as exc:  # a required key is missing
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _string_map(table: Any, path: str) -> dict[str, str]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: expected a table")
-    return {k: _check_value(v, str, f"{path}.{k}", "") for k, v in table.items()}
-
-
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document; errors name the key path (the caller adds the file)."""
-    sections = {f.name: f for f in fields(Config)}
-    for key in raw:
-        if key not in sections:
-            raise ConfigError(f"{key}: unknown section (known: {', '.join(sections)})")
-    values: dict[str, Any] = {}
-    for name, cls in (("camera", CameraConfig), ("model", ModelConfig), ("calibration", CalibrationConfig),
-                      ("gate", GateThresholds), ("presence", PresenceSettings), ("routing", RoutingConfig),
-                      ("log", LogConfig), ("gpio", GpioConfig), ("indicator", IndicatorConfig),
-                      ("capture", CaptureConfig)):
-        if name in raw:
-            values[name] = _build(cls, raw[name], name, name)
-    for name, cls in (("actuators", ActuatorConfig), ("bins", BinConfig)):
-        if name in raw:
-            if not isinstance(raw[name], dict) or not raw[name]:
-                raise ConfigError(f"{name}: expected a non-empty table of tables")
-            values[name] = {k: _build(cls, v, f"{name}.{k}", f"{name}.*") for k, v in raw[name].items()}
-    config = Config(**values)
+    try:
+        config = build(Config, raw, TOML)
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     _check_references(config)
+    _check_actuators(config)
+    _check_indicator_pins(config)
+    _check_timing(config)
+    _check_routing(config)
     return config
 
 
@@ -278,6 +175,11 @@ def _check_references(config: Config) -> None:
         if actuator.type == "servo" and not actuator.min_angle_deg <= bin_.angle_deg <= actuator.max_angle_deg:
             raise ConfigError(f"bins.{name}.angle_deg: {bin_.angle_deg} is outside the servo's "
                               f"[{actuator.min_angle_deg}, {actuator.max_angle_deg}]")
+
+
+def _check_actuators(config: Config) -> None:
+    """Servo angles and pulse widths in order; no two actuators on one pin."""
+    pins: dict[int, str] = {}
     for name, actuator in config.actuators.items():
         if actuator.type == "servo" and not (
                 actuator.min_angle_deg < actuator.max_angle_deg
@@ -286,13 +188,14 @@ def _check_references(config: Config) -> None:
         if actuator.type == "servo" and actuator.min_pulse_width_ms >= actuator.max_pulse_width_ms:
             raise ConfigError(f"actuators.{name}.min_pulse_width_ms: {actuator.min_pulse_width_ms} must be "
                               f"less than actuators.{name}.max_pulse_width_ms ({actuator.max_pulse_width_ms})")
-    pins: dict[int, str] = {}
     for name, actuator in config.actuators.items():
         if actuator.pin in pins:
             raise ConfigError(f"actuators.{name}.pin: GPIO {actuator.pin} is already used by "
                               f"actuators.{pins[actuator.pin]}")
         pins[actuator.pin] = name
-    _check_indicator_pins(config)
+
+
+def _check_timing(config: Config) -> None:
     if config.model.early_frames > config.model.frames_per_item:
         raise ConfigError(f"model.early_frames: {config.model.early_frames} must be at most "
                           f"model.frames_per_item ({config.model.frames_per_item})")
@@ -303,6 +206,9 @@ def _check_references(config: Config) -> None:
     if 0 < config.presence.stuck_warn_s <= longest_s + config.presence.clear_s:
         raise ConfigError(f"presence.stuck_warn_s: {config.presence.stuck_warn_s} must be 0 (off) or longer than "
                           f"the longest bin hold/pulse plus presence.clear_s ({longest_s + config.presence.clear_s:g} s)")
+
+
+def _check_routing(config: Config) -> None:
     if config.capture.enabled and not config.capture.dir.strip():
         raise ConfigError("capture.dir: must name a folder when capture.enabled is true")
     if config.routing.fallback_bin not in config.bins:
@@ -360,5 +266,3 @@ def load_config(path: Path | None) -> Config:
         return parse_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
-    except RecursionError:  # a deeply nested value where a number or a string belongs
-        raise ConfigError(f"{shown}: a value is nested too deeply") from None

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from device.schema import spec
+
 GRID = 4  # clipped pixels are counted in GRID x GRID cells; glare in the central ones
 MASK_SIZE = (128, 96)  # width, height of the clipped mask and luma view (presence's view size)
 MAX_ITEM_CLIPPED_FRAC = 0.75  # an item clipped on more of its area is overexposed
@@ -33,29 +35,23 @@ _NEAR = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 
 @dataclass(frozen=True)
 class GateThresholds:
-    saturation_level: int = 250  # a pixel whose brightest channel reaches this is clipped
-    max_extra_saturated_frac: float = 0.45  # clipped fraction above the board's that rejects
-    max_level_rise: float = 55.0  # median luma above the board's that rejects (0-255 levels)
-    max_glare_center_frac: float = 0.30  # newly clipped share of the board's central half that is glare
-    min_median_luma: float = 20.0  # darker frames are unusable
-    min_level_ratio: float = 0.35  # median luma below this share of the board's is too dark
+    """The config's ``[gate]`` and the calibration file's ``gate`` object (same ranges)."""
 
-
-#: Allowed range (inclusive) of each threshold: one table for the config's ``[gate]`` and the
-#: calibration file's ``gate`` object.
-THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
-    "saturation_level": (128, 255), "max_extra_saturated_frac": (0.01, 1), "max_level_rise": (1, 255),
-    "max_glare_center_frac": (0.05, 1), "min_median_luma": (0, 200), "min_level_ratio": (0, 1),
-}
+    saturation_level: int = spec(250, range=(128, 255))  # a pixel whose brightest channel reaches this is clipped
+    max_extra_saturated_frac: float = spec(0.45, range=(0.01, 1))  # clipped fraction above the board's that rejects
+    max_level_rise: float = spec(55.0, range=(1, 255))  # median luma above the board's that rejects (0-255 levels)
+    max_glare_center_frac: float = spec(0.30, range=(0.05, 1))  # newly clipped share of the board's central half: glare
+    min_median_luma: float = spec(20.0, range=(0, 200))  # darker frames are unusable
+    min_level_ratio: float = spec(0.35, range=(0, 1))  # median luma below this share of the board's is too dark
 
 
 @dataclass(frozen=True)
 class BoardStats:
     """Exposure statistics of the empty board the gate judges frames against."""
 
-    median_luma: float = 190.0
-    saturated_frac: float = 0.0
-    cell_saturated_frac: tuple[float, ...] = (0.0,) * (GRID * GRID)
+    median_luma: float = spec(190.0, range=(0, 255))
+    saturated_frac: float = spec(0.0, range=(0, 1))
+    cell_saturated_frac: tuple[float, ...] = spec((0.0,) * (GRID * GRID), range=(0, 1), length=GRID * GRID)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 from device.board_learning import BoardLearner
 from device.board_view import changed_mask, relative_gain, shake_tolerant_diff, to_small_view
+from device.schema import spec
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,21 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class PresenceSettings:
-    diff_level: float = 12.0  # levels (any colour channel) from the board that count as "changed"
-    item_frac: float = 0.005  # changed share of the board that means an item is there
-    empty_frac: float = 0.002  # changed share below which the board is empty
-    motion_level: float = 14.0  # levels (any colour channel) frame-to-frame that count as motion
-    settle_motion_frac: float = 0.01  # moving share below which the item is still
-    settle_s: float = 0.5  # still for this long = settled
-    max_settle_s: float = 4.0  # present this long without settling = decide anyway ("unsettled")
-    clear_s: float = 0.3  # empty for this long = departed
-    min_item_s: float = 0.5  # an arrival gone sooner is not an item (a hand passing, a flash)
-    learn_s: float = 1.0  # reference learned from this much still, empty scene without calibration
-    adapt_rate: float = 0.02  # how fast the reference follows slow drift while empty
-    stuck_warn_s: float = 30.0  # an item still on the board this long after it was sorted: warn (0: never)
+    """The config's ``[presence]``. empty_frac and settle_motion_frac are "below which" shares: 0
+    would mean never empty / never still, so the smallest is one pixel in a million."""
+
+    diff_level: float = spec(12.0, range=(1, 255))  # levels (any colour channel) from the board that count as "changed"
+    item_frac: float = spec(0.005, range=(0.001, 0.9))  # changed share of the board that means an item is there
+    empty_frac: float = spec(0.002, range=(1e-6, 0.9))  # changed share below which the board is empty
+    motion_level: float = spec(14.0, range=(1, 255))  # levels (any colour channel) frame-to-frame that count as motion
+    settle_motion_frac: float = spec(0.01, range=(1e-6, 0.5))  # moving share below which the item is still
+    settle_s: float = spec(0.5, range=(0.0, 30))  # still for this long = settled
+    max_settle_s: float = spec(4.0, range=(0.1, 120))  # present this long, not settled: decide anyway ("unsettled")
+    clear_s: float = spec(0.3, range=(0.0, 30))  # empty for this long = departed
+    min_item_s: float = spec(0.5, range=(0.0, 30))  # an arrival gone sooner is not an item (a hand passing, a flash)
+    learn_s: float = spec(1.0, range=(0.0, 60))  # without calibration: board learned from this much still, empty scene
+    adapt_rate: float = spec(0.02, range=(0, 1))  # how fast the reference follows slow drift while empty
+    stuck_warn_s: float = spec(30.0, range=(0, 3600))  # an item still there this long after sorting: warn (0: never)
 
 
 #: The events that decide an item (one per item).

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from device import safe_json
 from device.atomic import write_with
 from device.errors import DataError
 from device.safe_open import MiB, exists_entry, read_regular, show_path
+from device.schema import JSON, SchemaError, build
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATUS_PATH = Path("/run/waste-sorter/status.json")
 MAX_STATUS_BYTES = MiB  # the sorter writes about 1 KiB
-
+#: Unknown keys are ignored, missing ones take defaults (old readers read new writers).
+STATUS_RULES = replace(JSON, ignore_unknown=True, all_required=False, wrong_type="{path}: expected {name}, got {got}")
 
 
 @dataclass(frozen=True)
@@ -50,43 +50,6 @@ class RuntimeStatus:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RuntimeStatus":
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, f in known.items():
-            if name not in raw:
-                continue
-            value = raw[name]
-            kind = str(f.type)
-            if kind == "int":
-                value = _count(value, name)
-            elif kind == "float":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"{name}: expected a finite number")
-                value = float(value)
-            elif kind == "str":
-                if not isinstance(value, str):
-                    raise ValueError(f"{name}: expected a string")
-            else:  # reject_reasons
-                if not isinstance(value, dict):
-                    raise ValueError(f"{name}: expected an object")
-                value = {str(k): _count(v, f"{name}.{k}") for k, v in value.items()}
-            values[name] = value
-        for required in ("updated_utc", "started_utc"):
-            if required not in values:
-                raise ValueError(f"{required}: missing")
-        return cls(**values)
-
-
-def _count(value: Any, name: str) -> int:
-    """A whole number of the status file (written as an int; an integral float is taken)."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name[:40]}: expected a whole number")
-    return value
 
 
 def write_runtime_status(path: Path, status: RuntimeStatus) -> None:
@@ -115,12 +78,9 @@ def read_runtime_status(path: Path) -> RuntimeStatus | None:
     except ValueError as exc:
         log.warning("%s: unreadable runtime status (%s)", show_path(path), exc)
         return None
-    if not isinstance(raw, dict):
-        log.warning("%s: runtime status is not a JSON object", path)
-        return None
     try:
-        return RuntimeStatus.from_dict(raw)
-    except (TypeError, ValueError) as exc:
+        return build(RuntimeStatus, raw, STATUS_RULES)
+    except SchemaError as exc:
         log.warning("%s: invalid runtime status (%s)", path, exc)
         return None
 

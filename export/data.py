@@ -2,7 +2,7 @@
 
 Evaluation images go through the device's own :func:`device.contract.preprocess`; training
 crops are cut from a cached copy. For a board-normalised contract each photo is first put on a
-random board under a random light (:func:`device.relight.random_condition`: the item, not the
+random board under a random light (:func:`device.scenes.relight.random_condition`: the item, not the
 backdrop, must carry the label), given sensor noise, and passed through the contract's own
 :func:`device.contract.prepare_photo`, as a device frame is. Then geometry (random resized
 crop, flips) and light (exposure in linear light with clipping for contracts without board
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
 from device.gamma import GAMMA
-from device.relight import random_condition, relight
+from device.scenes.relight import random_condition, relight
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)

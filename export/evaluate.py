@@ -13,7 +13,7 @@ accuracy on what the sorter's own camera saw, apart from the photos'.
 
 ``--relight`` measures the model under device conditions as well: each photo's own background
 and light are taken out and the item is put on one board under one light
-(:mod:`device.relight`: a grey board, the same under warm tungsten-like light, at 60% light, and
+(:mod:`device.scenes.relight`: a grey board, the same under warm tungsten-like light, at 60% light, and
 a green board). Each condition reports accuracy, per-class figures and the share of photos
 whose label changed from the photo as it is ("label changed by relighting").
 
@@ -37,7 +37,7 @@ from device.commands.capture_export import is_capture_export
 from device.classifier import Classifier
 from device.contract import read_rgb
 from device.errors import DataError, UsageError
-from device.relight import CONDITIONS, relight
+from device.scenes.relight import CONDITIONS, relight
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def format_folders(summaries: dict) -> str:
 
 
 def load_photo(path: str, condition: str | None = None) -> np.ndarray:
-    """A photo as it is, or relit under one of :data:`device.relight.CONDITIONS`."""
+    """A photo as it is, or relit under one of :data:`device.scenes.relight.CONDITIONS`."""
     rgb = read_rgb(path)
     return relight(rgb, CONDITIONS[condition]) if condition else rgb
 

@@ -41,7 +41,7 @@ $BIN/python - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
 from device.cli import main
-from device.scene_score import match
+from device.commands.score_scene import match
 from device.sortlog import read_records
 out = Path(sys.argv[1])
 truth = json.loads((out / "capture.truth.json").read_text())

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from device.errors import DataError, first_line
-from device.model_twin import dequantize
+from device.commands.model_twin import dequantize
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ convolution and every residual ``Add`` of a ResNet into ``QLinearConv``/``QLinea
 uint8 activations: with int8 activations (S8S8) the last convolution of each block and the
 downsample convolutions stay fp32 between DequantizeLinear/QuantizeLinear (see
 :func:`fp32_ops_after_optimisation`, and ``waste-sorter bench`` for the speed). Every other
-calibration photo is relit on a random board (:mod:`device.relight`). Reports fp32 and int8
+calibration photo is relit on a random board (:mod:`device.scenes.relight`). Reports fp32 and int8
 accuracy on the test split, file sizes and latency, and refuses to write a model that loses more than ``--max-drop`` points on the
 photos or under any device condition of ``--relight`` (see ``evaluate --relight``).
 """
@@ -32,7 +32,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from device.classifier import Classifier
 from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
 from device.errors import DataError, ModelError
-from device.relight import random_condition, relight
+from device.scenes.relight import random_condition, relight
 from export.evaluate import evaluate, relight_names
 from export.package import save_model
 from export.data_split import load_data_split

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from device.config import load_config
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.commands.demo_scene import SceneItem, Timing, make_board, render
 from export.package import save_model
 from helpers import BLUE, CONFIG, PER_CLASS, RED, TRASHNET, colour_contract, colour_model, item_on
 

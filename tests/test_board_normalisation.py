@@ -16,7 +16,7 @@ from device.cli import main as cli_main
 from device.contract import ModelContract, preprocess
 from device.errors import ModelError
 from device.flatfield import CANONICAL_BOARD, flatten_board
-from device.relight import CONDITIONS, Condition, relight
+from device.scenes.relight import CONDITIONS, Condition, relight
 from export.package import save_model
 
 

@@ -4,7 +4,7 @@ with the sorter's own choice of frames (device.item_frames)."""
 from __future__ import annotations
 
 from device.cli import main as cli_main
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.commands.demo_scene import SceneItem, Timing, make_board, render
 from helpers import RED, item_on
 
 

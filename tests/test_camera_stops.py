@@ -1,6 +1,6 @@
 """A camera that cannot open or stops mid-run: a clear CameraError, actuators left safe, exit 74.
 
-The scene is a real video (device.demo_scene) read by the real VideoFileCamera; the stall is a
+The scene is a real video (device.commands.demo_scene) read by the real VideoFileCamera; the stall is a
 small class implementing the project's Camera protocol (our seam, not a library) that waits on a
 real threading.Event for its timeout and then raises CameraError, as the live backends do.
 """

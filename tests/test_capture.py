@@ -20,7 +20,7 @@ from helpers import BLUE, CAPTURE_CLASSES, GREEN, RED, item_on, record
 from device.capture import CaptureWriter
 from device.capture_store import LABELS_FILE, read_captures
 from device.config import Config, parse_config
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 
 BOARD = make_board(seed=1)
 FRAMES = [item_on(BOARD, RED), item_on(BOARD, GREEN), item_on(BOARD, BLUE)]

@@ -12,7 +12,7 @@ import pytest
 
 from device.commands.capture_sheet import GAP_PX, TILE_SIZE
 from device.cli import main as cli_main
-from device.scene_score import match
+from device.commands.score_scene import match
 from device.sortlog import read_records
 from export.split import scan_image_folder
 from helpers import fine_tune_and_evaluate, label_from_truth

@@ -19,9 +19,9 @@ from device.capture import CaptureWriter
 from device.commands.capture_export import EXPORT_MARKER, EXPORT_KIND
 from device.cli import main as cli_main
 from device.contract import read_rgb
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.errors import DataError
-from device.scene_render import SceneItem, scene_stage, still_view
+from device.scenes.render import SceneItem, scene_stage, still_view
 from export.data_split import DataSplit, load_data_split, split_for_training
 from export.split import SUBSETS, item_key, make_item_split, make_split
 

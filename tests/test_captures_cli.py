@@ -16,7 +16,7 @@ from device.capture import CaptureWriter
 from device.commands.capture_export import EXPORT_MARKER, is_capture_export
 from device.commands.capture_sheet import COLUMNS, GAP_PX, TILE_SIZE
 from device.cli import main as cli_main
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.sortlog import SortLog
 from export.split import scan_image_folder
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from device.cli import main as cli_main
-from device.relight import CONDITIONS
-from device.scene_render import stage_of
+from device.scenes.relight import CONDITIONS
+from device.scenes.render import stage_of
 
 
 def a_file(tmp):

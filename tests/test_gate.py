@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from device.contract import read_rgb
-from device.demo_scene import expose, make_board
+from device.commands.demo_scene import expose, make_board
 from device.gate import ExposureGate, GateThresholds, board_stats
 
 

@@ -30,7 +30,7 @@ import pytest
 from device.calibration_file.store import save_calibration
 from helpers import CONFIG, colour_contract, colour_model, make_calibration
 from device.cli import main as cli_main
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.gate import board_stats
 from export.package import save_model
 

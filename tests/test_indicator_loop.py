@@ -24,7 +24,7 @@ from device.camera import CameraBase, open_camera
 from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier
 from device.config import load_config
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.commands.demo_scene import SceneItem, Timing, make_board, render
 from device.errors import CameraError
 from device.indicator import Indicator
 from device.loop import Sorter

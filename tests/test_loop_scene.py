@@ -20,7 +20,7 @@ from device.camera import open_camera
 from device.classifier import Classifier
 from device.cli import main as cli_main
 from device.config import load_config
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.commands.demo_scene import SceneItem, Timing, make_board, render
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records
 

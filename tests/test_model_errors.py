@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from device.actuators import BinActuators
 from device.classifier import Classifier, manifest_path_for, sha256_bytes
 from device.cli import main as cli_main
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.errors import ModelError
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from device.classifier import Classifier
 from device.contract import preprocess
-from device.model_twin import fp32_twin_bytes
+from device.commands.model_twin import fp32_twin_bytes
 from device.selftest import reference_image
 
 SHIPPED = Path(__file__).resolve().parents[1] / "device" / "model" / "waste-sorter-resnet34-int8.onnx"

@@ -18,7 +18,7 @@ from device.actuators import BinActuators
 from device.camera import CameraBase, Frame
 from device.classifier import Classifier
 from device.config import Config
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.errors import CameraError
 from device.loop import Sorter
 from device.notify import Notifier

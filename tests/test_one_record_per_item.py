@@ -3,7 +3,7 @@ frames in a rest, an item taken away before it settles, an actuator that fails, 
 on the board at start, a calibration's board that is not what the camera sees; and what is not
 an item (a hand passing, light changing over the empty board) gets none.
 
-Frames are rendered by the project's scene renderer (device.scene_render: shake, noise, light
+Frames are rendered by the project's scene renderer (device.scenes.render: shake, noise, light
 changes, hands) or composed here, and fed to ``Sorter.step`` at 10 fps with real onnxruntime
 (the colour model) and gpiozero's MockFactory.
 """
@@ -24,7 +24,7 @@ from device.classifier import Classifier
 from device.errors import ActuatorError
 from device.gate import board_stats
 from device.loop import Sorter
-from device.scene_render import Nuisances, SceneItem, Timing, expose, make_board, render
+from device.scenes.render import Nuisances, SceneItem, Timing, expose, make_board, render
 from device.sortlog import SortLog, read_records
 
 from helpers import BLUE, RED, item_on, make_calibration

@@ -24,7 +24,7 @@ from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier
 from device.config import load_config
 from device.errors import CameraError
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.commands.demo_scene import SceneItem, Timing, make_board, render
 from device.gate import GateThresholds, board_stats
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records

@@ -19,7 +19,7 @@ from helpers import CONFIG, make_calibration
 from device.commands import run as run_cli
 from device.camera import CameraBase, open_camera
 from device.cli import main as cli_main
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.errors import CalibrationError, CameraError
 from device.gate import board_stats
 

@@ -13,8 +13,8 @@ import pytest
 
 from device.cli import main as cli_main
 from device.config import RoutingConfig
-from device.scene_render import Nuisances, SceneItem, Timing, make_board, render
-from device.scene_score import score
+from device.scenes.render import Nuisances, SceneItem, Timing, make_board, render
+from device.commands.score_scene import score
 
 from helpers import BLUE, RED, item_on
 

@@ -18,7 +18,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.actuators import BinActuators
 from device.classifier import Classifier
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.errors import ConfigError
 from device.gate import board_stats
 from device.inference_worker import InferenceWorker

@@ -25,7 +25,7 @@ from device.calibration_file.store import load_with_board, save_calibration
 from device.actuators import BinActuators
 from device.camera.opencv import VideoFileCamera
 from device.classifier import Classifier
-from device.demo_scene import Timing, make_board
+from device.commands.demo_scene import Timing, make_board
 from device.gate import board_stats
 from device.loop import Sorter
 from device.sortlog import SortLog, read_records

@@ -48,7 +48,7 @@ from device.commands.bench_model import (BATCHES, THREADS, TWIN_SKIPPED, count_m
                                 single_frame_ms, write_twin)
 from device.commands.bench_stats import spread
 from device.classifier import DEFAULT_MODEL, Classifier, available_cores
-from device.demo_scene import make_board
+from device.commands.demo_scene import make_board
 from device.errors import UsageError
 from device.gate import ExposureGate, GateThresholds
 from device.presence import PresenceDetector, PresenceSettings

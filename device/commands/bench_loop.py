@@ -31,7 +31,7 @@ import cv2
 from device.commands.bench_stats import spread
 from device.classifier import Classifier
 from device.config import Config
-from device.demo_scene import SceneItem, Timing, make_board, render
+from device.commands.demo_scene import SceneItem, Timing, make_board, render
 
 log = logging.getLogger(__name__)
 

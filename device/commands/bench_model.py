@@ -1,7 +1,7 @@
 """The bench's model figures: latency of the int8 model and its fp32 twin, their multiply-accumulates
 and an ESTIMATE of what they cost on a Raspberry Pi 4 and 5.
 
-The fp32 twin (:func:`device.model_twin.fp32_twin_bytes`) is written with a manifest into the
+The fp32 twin (:func:`device.commands.model_twin.fp32_twin_bytes`) is written with a manifest into the
 bench's temporary folder, so :class:`~device.classifier.Classifier` loads it exactly like the
 shipped model. Building it needs the ``onnx`` package (a dev/train extra, not on a Pi); without
 it the twin is skipped with a note, and the multiply-accumulates fall back to a ResNet-34 figure
@@ -45,7 +45,7 @@ PI4_NCNN_TABLE_MS_PER_GMAC = 487.0 / 4.1  # ncnn benchmark/README.md, Pi 4, resn
 def write_twin(model_path: Path, folder: Path) -> Path | None:
     """The fp32 twin of ``model_path`` with a manifest in ``folder``; None without ``onnx``."""
     try:
-        from device.model_twin import fp32_twin_bytes
+        from device.commands.model_twin import fp32_twin_bytes
 
         data = fp32_twin_bytes(model_path)
     except ImportError:

@@ -5,7 +5,7 @@
 
 Every item is cut out of its photo and laid on the scene's one textured board, at the same place
 and size as in the photo (the photo is fitted to the frame as the classifier fits it), lit by
-the scene's one light (:mod:`device.scene_render`). Options add the nuisances of a real camera
+the scene's one light (:mod:`device.scenes.render`). Options add the nuisances of a real camera
 and room: camera shake, sensor noise, motion blur on the drop, items with flash or glare frames,
 whole overexposed items, items white enough to clip, items taken away before they settle,
 light changes and hands passing over the empty board, an item on the board at start;
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from device.contract import read_rgb
 from device.errors import DataError, UsageError
-from device.relight import CONDITIONS
-from device.scene_render import (FRAME_SIZE, KINDS, Nuisances, SceneItem, Stage, Timing, expose, make_board,
+from device.scenes.relight import CONDITIONS
+from device.scenes.render import (FRAME_SIZE, KINDS, Nuisances, SceneItem, Stage, Timing, expose, make_board,
                                  plain_stage, render, scene_stage, stage_of, still_view)
 
 __all__ = ["FRAME_SIZE", "KINDS", "Nuisances", "SceneItem", "Stage", "Timing", "expose", "make_board",

@@ -2,7 +2,7 @@
 one light, with the nuisances of a real camera and a real room.
 
 Each item falls in (motion blurred when asked), lies still, and is taken away; between items
-the board is empty. Items are laid on the board with :mod:`device.relight` (a photo's item at
+the board is empty. Items are laid on the board with :mod:`device.scenes.relight` (a photo's item at
 its reflectance, at the same place and size as in the photo, on the scene's board) and lit
 in linear light with vignetting, then clipped as a sensor does. Per item (``SceneItem.kind``):
 
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from device.errors import DataError
-from device.relight import GAMMA, Cutout, cut_out, illumination, lay_on_board, light_up, to_linear
+from device.scenes.relight import GAMMA, Cutout, cut_out, illumination, lay_on_board, light_up, to_linear
 
 FRAME_SIZE = (512, 384)  # width, height
 KINDS = ("normal", "overexposed", "glare", "flash", "clip", "quick", "at_start")
@@ -100,12 +100,12 @@ def scene_stage(seed: int = 0, *, light: str | None = None, board_seed: int | No
     """The demo's stage: a textured mid-grey board (white items and dark ones both stand out),
     neutral light with some vignetting, exposed so that a white item does not clip even when
     the room gets 30% brighter. The board's texture is drawn from ``board_seed`` (default:
-    ``seed``). ``light`` names one of :data:`device.relight.CONDITIONS`: its board colour (with
+    ``seed``). ``light`` names one of :data:`device.scenes.relight.CONDITIONS`: its board colour (with
     the same texture), its light's colour and its level (relative to that exposure)."""
     board_seed = seed if board_seed is None else board_seed
     if light is None:
         return Stage(textured_board(seed=board_seed), level=SCENE_LEVEL, vignette=0.25)
-    from device.relight import CONDITIONS
+    from device.scenes.relight import CONDITIONS
     if light not in CONDITIONS:
         raise DataError(f"unknown light {light!r} (one of {', '.join(CONDITIONS)})")
     condition = CONDITIONS[light]

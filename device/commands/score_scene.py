@@ -170,7 +170,7 @@ def reference_correct(truth: dict, photos: Path, model: Path | None) -> int:
     loop's."""
     from device.classifier import Classifier
     from device.contract import read_rgb
-    from device.scene_render import SceneItem, stage_of, still_view
+    from device.scenes.render import SceneItem, stage_of, still_view
 
     stage = stage_of(truth["stage"])
     normal = [item for item in truth["items"] if item["kind"] == "normal"]
