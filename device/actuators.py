@@ -125,7 +125,7 @@ class BinActuators:
         self._lock = threading.RLock()  # actuate/update from the loop, the inference thread, the timer
         self._timer: threading.Thread | None = None
         self._timer_wake = threading.Condition(self._lock)
-        self._timer_error: ActuatorError | None = None
+        self._timer_error: Exception | None = None
         self._closed = False
         name = ""
         try:
@@ -205,7 +205,7 @@ class BinActuators:
                     continue
                 try:
                     self._update(clock())
-                except ActuatorError as exc:
+                except Exception as exc:  # noqa: BLE001 - never a silent death: the loop's next update() raises it
                     self._timer_error = exc
                     self._active.clear()
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from device.config import ModelConfig, RoutingConfig
@@ -69,8 +69,11 @@ class _Pending:
 
 class Decider:
     def __init__(self, worker: InferenceWorker, classes: tuple[str, ...], routing: RoutingConfig,
-                 model: ModelConfig, actuate: Callable[[str, float], Actuation]):
-        """``actuate(bin_name, source_time_s)`` moves the bin's actuator (any thread)."""
+                 model: ModelConfig, actuate: Callable[[str, float], Actuation], min_item_s: float = 0.0):
+        """``actuate(bin_name, source_time_s)`` moves the bin's actuator (any thread);
+        ``min_item_s``: how long something must have been there before it may be decided early
+        (presence's: anything gone sooner is not an item)."""
+        self.min_item_s = min_item_s
         self.worker = worker
         self.classes = classes
         self.routing = routing
@@ -93,13 +96,17 @@ class Decider:
     def decide(self, item: ItemFrames, event: str, t: float) -> None:
         """Presence decided ``item`` (``event``) at source time ``t``; its outcome comes out of
         :meth:`advance` once its frames are classified (at once when they already are)."""
-        result = self.worker.poll()  # a frame of it just classified counts (and may decide it early)
+        result, error = self.worker.poll(), None  # a frame of it just classified counts (and may decide it early)
         if result is not None:
-            self._took(result, item, t)
-        if item.decided:  # decided early: presence's verdict comes later and changes nothing
-            return
-        item.decided = True
-        self._add(_Pending(item, event, t, item.for_decision(event == "settled"), time.perf_counter()))
+            try:
+                self._took(result, item, t)
+            except BaseException as exc:  # noqa: BLE001 - re-raised once this item is safely pending
+                error = exc
+        if not item.decided:  # decided early: presence's verdict comes later and changes nothing
+            item.decided = True
+            self._add(_Pending(item, event, t, item.for_decision(event == "settled"), time.perf_counter()))
+        if error is not None:
+            raise error
 
     def _add(self, pending: _Pending) -> None:
         with self._lock:
@@ -128,9 +135,9 @@ class Decider:
             for pending in self._pending:
                 if pending.outcome is None:
                     failed = next((s.error for s in pending.slots if s.error is not None), None)
-                    pending.slots = [s for s in pending.slots if s.probabilities is not None]
+                    chosen, pending.slots = pending.slots, [s for s in pending.slots if s.probabilities is not None]
                     pending.error = failed if not pending.slots else None
-                    self._complete(pending, why)
+                    self._complete(pending, why, unclassified=bool(chosen) and not pending.slots and not failed)
         if current is not None and not current.decided:
             current.decided = True
             pending = _Pending(current, "stopped", t, [s for s in current.for_decision(True)
@@ -183,7 +190,7 @@ class Decider:
         if result.probabilities is None or current.decided:
             return
         current.classified_as(slots[0], slots[0].probabilities)
-        if self.model.early_decision:
+        if self.model.early_decision and t - current.arrived_s >= self.min_item_s:  # an item, not a hand passing
             agreeing = current.agreeing(self.model.early_frames)
             if agreeing and sum(s.probabilities.max() for s in agreeing) / len(agreeing) >= self.model.early_confidence:
                 current.decided = True
@@ -198,8 +205,10 @@ class Decider:
                 pending.error = next((s.error for s in pending.slots if s.error is not None), None)
                 self._complete(pending)
 
-    def _complete(self, pending: _Pending, stopped_why: str = "") -> None:
+    def _complete(self, pending: _Pending, stopped_why: str = "", unclassified: bool = False) -> None:
         decision = decide(self.classes, self.routing, pending.item, pending.slots, pending.error)
+        if unclassified:
+            decision = replace(decision, reason="not classified before the run ended")
         reason = how_decided(pending.event, decision)
         error, moved = None, False
         if stopped_why:

@@ -134,6 +134,9 @@ class InferenceWorker:
             probabilities = self.classifier.probabilities(list(job.images))
         except ModelError as exc:
             error = exc
+        except Exception as exc:  # noqa: BLE001 - preprocessing's cv2/numpy errors: the thread must live on
+            log.exception("inference crashed")
+            error = ModelError(f"{self.classifier.path}: inference crashed ({type(exc).__name__}: {exc})")
         result = InferenceResult(job.tag, probabilities, error, (time.perf_counter() - started) * 1000)
         if job.then is None:
             return result

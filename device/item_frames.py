@@ -64,6 +64,7 @@ class FrameSlot:
 class ItemFrames:
     number: int = 0
     keep: int = 3  # frames a decision uses (model.frames_per_item)
+    arrived_s: float = 0.0  # source time of its first frame
     rejected: Counter = field(default_factory=Counter)  # reason -> frames
     in_flight: FrameSlot | None = None  # being classified (set by the loop)
     decided: bool = False  # decided before presence's deciding event (early): keeps nothing more

@@ -79,7 +79,8 @@ class Sorter:
             self.apply_calibration(*calibration)
         self._owns_worker = inference is None
         self.worker = inference or InferenceWorker(classifier, threaded=clock is not None)
-        self.decider = Decider(self.worker, classifier.classes, config.routing, config.model, self._actuate)
+        self.decider = Decider(self.worker, classifier.classes, config.routing, config.model, self._actuate,
+                               min_item_s=config.presence.min_item_s)
         if clock is not None:
             actuators.time_on(clock)  # holds and pulses end on time whatever the loop is doing
         self.summary = RunSummary()
@@ -251,8 +252,7 @@ class Sorter:
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
         self._follow_item(image, verdict, update, t)
-        for outcome in self.decider.advance(self._item, t):
-            self._record(outcome)
+        self._record_all(self.decider.advance(self._item, t))
         if self.decider.deciding and not self.stuck.stuck:
             self.state = "deciding"
         if self.indicator:
@@ -265,7 +265,7 @@ class Sorter:
         """The item's frames (a new item at its arrival), and its decision at presence's verdict."""
         if update.event == "arrived" or (self._item is None and belongs_to_item(update)):
             number = self.summary.items + self.decider.waiting + 1  # an arrival that passes gives its number back
-            self._item = ItemFrames(number=number, keep=self.config.model.frames_per_item)
+            self._item = ItemFrames(number=number, keep=self.config.model.frames_per_item, arrived_s=t)
         item = self._item
         if item is not None and belongs_to_item(update):
             item.add(image, verdict, update)
@@ -308,12 +308,17 @@ class Sorter:
         except Exception:  # noqa: BLE001 - a bug in the last decision must not hide the first error
             log.exception("deciding the last items failed")
             return
-        for outcome in outcomes:
-            self._record(outcome, raise_errors=False)
+        self._record_all(outcomes, raise_errors=False)
 
-    def _record(self, outcome: Outcome, *, raise_errors: bool = True) -> None:
-        """One record for a decided item; it is appended before an actuator error or too many
-        classifier failures end the run."""
+    def _record_all(self, outcomes: list[Outcome], *, raise_errors: bool = True) -> None:
+        """Every outcome's record first; then the first error among them ends the run."""
+        errors = [error for outcome in outcomes if (error := self._record(outcome)) is not None]
+        if errors and raise_errors:
+            raise errors[0]
+
+    def _record(self, outcome: Outcome) -> Exception | None:
+        """One record for a decided item; then what should end the run, if anything (its
+        actuator failed, or the classifier failed on too many items in a row)."""
         decision = outcome.decision
         self._model_failures = self._model_failures + 1 if decision.model_error else 0
         self.recorder.record(outcome, calibration_id=self.calibration_id,
@@ -322,10 +327,9 @@ class Sorter:
             self.stuck.forget()
         else:
             self.stuck.sorted(outcome.item.number, decision.bin, outcome.source_time_s)
-        if not raise_errors:
-            return
         if outcome.actuator_error is not None:
-            raise outcome.actuator_error
+            return outcome.actuator_error
         if self._model_failures >= MAX_MODEL_FAILURES_IN_A_ROW:  # not a bad item: a broken model
-            raise ModelError(f"the classifier failed on {self._model_failures} items in a row; "
-                             f"the last: {decision.model_error}")
+            return ModelError(f"the classifier failed on {self._model_failures} items in a row; "
+                              f"the last: {decision.model_error}")
+        return None

@@ -38,9 +38,10 @@ class PacedCamera(CameraBase):
             return None
         if self._start_s is None:
             self._start_s = self.clock() - frame.timestamp_s
+        now_s = self.clock()  # once: a decoder slower than real time must not chase the clock to the end
         while True:  # late: skip to the newest frame that is due, as a camera's buffer would
             upcoming = self.recording.capture()
-            if upcoming is None or self._start_s + upcoming.timestamp_s > self.clock():
+            if upcoming is None or self._start_s + upcoming.timestamp_s > now_s:
                 self._next = upcoming
                 break
             frame = upcoming
