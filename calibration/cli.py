@@ -32,12 +32,12 @@ import argparse
 import logging
 import secrets
 import socket
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from device.calibration_file import store
+from calibration.console import pause, say
 from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, search_exposure
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
 from calibration.reload import UNIT, reload_sorter
@@ -89,16 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-item", action="store_true",
                         help="step 7: after saving, wait for an item and show what the classifier says")
     parser.add_argument("-y", "--yes", action="store_true", help="no prompts (also when stdin is not a terminal)")
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _pause(args: argparse.Namespace, text: str) -> None:
-    _say(text)
-    if not args.yes and sys.stdin is not None and sys.stdin.isatty():
-        input("   press Enter when ready (Ctrl-C aborts, nothing is written) ")
 
 
 def open_source(source: str, size: tuple[int, int], controls: ExposureControls | None, config: Any) -> Any:
@@ -156,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
         return _history(out)
     if args.rollback:
         calibration = store.rollback(out)
-        _say(f"rolled back {out} to calibration {calibration.id} of {calibration.created_utc}")
+        say(f"rolled back {out} to calibration {calibration.id} of {calibration.created_utc}")
         _reload(args)
         return 0
     _validate(args)
@@ -174,15 +164,15 @@ def _history(out: Path) -> int:
             line = f"{cal.id}  {cal.created_utc}  {cal.exposure_us} us  gain {cal.analogue_gain:.2f}  {cal.source}"
         except CalibrationError as exc:
             line = f"unreadable ({exc})"
-        _say(f"{'active ' if path == out else 'earlier'}  {line}")
+        say(f"{'active ' if path == out else 'earlier'}  {line}")
     return 0
 
 
 def _reload(args: argparse.Namespace) -> None:
     if args.no_reload:
-        _say(f"not reloading (--no-reload); later: sudo systemctl reload {args.unit}")
+        say(f"not reloading (--no-reload); later: sudo systemctl reload {args.unit}")
         return
-    _say(reload_sorter(args.unit)[1])
+    say(reload_sorter(args.unit)[1])
 
 
 def _check(args: argparse.Namespace, out: Path, source: str, size: tuple[int, int], config: Any) -> int:
@@ -194,17 +184,17 @@ def _check(args: argparse.Namespace, out: Path, source: str, size: tuple[int, in
             apply_and_settle(camera, calibration.controls, ExposureLimits().settle_frames)
         reference = make_reference(capture_frames(camera, args.frames), calibration.gate.saturation_level)
     drift = assess_drift(calibration, reference, limits)
-    _say(f"{'DRIFT' if drift.flags else 'OK'} calibration {calibration.id}: {drift.describe(calibration, limits)}")
+    say(f"{'DRIFT' if drift.flags else 'OK'} calibration {calibration.id}: {drift.describe(calibration, limits)}")
     if drift.flags:
-        _say("recalibrate: waste-sorter calibrate" + (f" --config {args.config}" if args.config else ""))
+        say("recalibrate: waste-sorter calibrate" + (f" --config {args.config}" if args.config else ""))
     return drift.exit_code
 
 
 def _print_step(step: SearchStep) -> None:
     c = step.controls
-    _say(f"   step {step.step:2d}: {c.exposure_us:6d} us  gain {c.analogue_gain:5.2f}  "
-         f"colour gains {c.colour_gains[0]:.2f}/{c.colour_gains[1]:.2f}  ->  median luma {step.median_luma:5.1f}, "
-         f"{100 * step.saturated_frac:5.2f}% clipped")
+    say(f"   step {step.step:2d}: {c.exposure_us:6d} us  gain {c.analogue_gain:5.2f}  "
+        f"colour gains {c.colour_gains[0]:.2f}/{c.colour_gains[1]:.2f}  ->  median luma {step.median_luma:5.1f}, "
+        f"{100 * step.saturated_frac:5.2f}% clipped")
 
 
 def _calibrate(args: argparse.Namespace, out: Path, source: str, size: tuple[int, int], config: Any) -> int:
@@ -212,42 +202,44 @@ def _calibrate(args: argparse.Namespace, out: Path, source: str, size: tuple[int
     limits = ExposureLimits(max_exposure_us=args.max_exposure_us, max_gain=args.max_gain, max_steps=args.max_steps)
     start = _start_controls(args, out)
     saturation_level = config.gate.saturation_level
-    _pause(args, "1. Clear the board: remove every item; keep the light as it is when sorting.")
+    pause(args, "1. Clear the board: remove every item; keep the light as it is when sorting.")
     with open_source(source, size, start, config) as camera:
         searched = isinstance(camera, AdjustableCamera)
         if searched:
-            _say(f"2. Exposure search (target median luma {target.median_luma:g} ± {target.tolerance:g}, "
-                 f"under {100 * target.max_saturated_frac:.2f}% clipped):")
+            say(f"2. Exposure search (target median luma {target.median_luma:g} ± {target.tolerance:g}, "
+                f"under {100 * target.max_saturated_frac:.2f}% clipped):")
             result = search_exposure(camera, start, target, limits, saturation_level=saturation_level,
                                      measure_white_balance=args.colour_gains is None, on_step=_print_step)
             controls = result.controls
-            _say(f"   reached in {len(result.steps)} steps: {controls.exposure_us} us, gain {controls.analogue_gain:.2f}")
+            say(f"   reached in {len(result.steps)} steps: {controls.exposure_us} us, gain {controls.analogue_gain:.2f}")
         else:
             controls = start
-            _say(f"2. Exposure search: not possible with source {source!r} (recorded, or no manual controls); "
-                 f"keeping the controls as given: {controls.exposure_us} us, gain {controls.analogue_gain:.2f}, "
-                 f"colour gains {controls.colour_gains[0]:.2f}/{controls.colour_gains[1]:.2f}")
-        _say(f"3. Board reference: median of {args.frames} frames ...")
+            say(f"2. Exposure search: not possible with source {source!r} (recorded, or no manual controls); "
+                f"keeping the controls as given: {controls.exposure_us} us, gain {controls.analogue_gain:.2f}, "
+                f"colour gains {controls.colour_gains[0]:.2f}/{controls.colour_gains[1]:.2f}")
+        say(f"3. Board reference: median of {args.frames} frames ...")
         reference = make_reference(capture_frames(camera, args.frames), saturation_level)
         calibration = _finish(args, out, source, config, controls, searched, reference, target)
         if args.test_item:
-            _test_item(args, camera, config, calibration, reference.image)
+            from calibration.item_test import run_item_test  # loads the model's runtime only when asked
+
+            run_item_test(args, camera, config, calibration, reference.image)
         return 0
 
 
 def _finish(args, out, source, config, controls, searched, reference, target) -> Calibration:
     """Steps 4-6: gate thresholds, save, reload; returns the calibration written."""
     board = reference.board
-    _say(f"   board median luma {board.median_luma:.1f}, {100 * board.saturated_frac:.2f}% clipped "
-         f"({reference.image.shape[1]}x{reference.image.shape[0]})")
+    say(f"   board median luma {board.median_luma:.1f}, {100 * board.saturated_frac:.2f}% clipped "
+        f"({reference.image.shape[1]}x{reference.image.shape[0]})")
     if not searched and (abs(board.median_luma - target.median_luma) > target.tolerance
                          or board.saturated_frac >= target.max_saturated_frac):
-        _say(f"   warning: the recorded board is off target ({target.median_luma:g} ± {target.tolerance:g}, "
-             f"under {100 * target.max_saturated_frac:.2f}% clipped); the gate is fitted to it anyway")
+        say(f"   warning: the recorded board is off target ({target.median_luma:g} ± {target.tolerance:g}, "
+            f"under {100 * target.max_saturated_frac:.2f}% clipped); the gate is fitted to it anyway")
     gate = derive_gate(config.gate, reference)
-    _say(f"4. Gate thresholds: overexposed above luma {board.median_luma + gate.max_level_rise:.0f} or "
-         f"{100 * (board.saturated_frac + gate.max_extra_saturated_frac):.0f}% clipped; too dark below "
-         f"{max(gate.min_median_luma, gate.min_level_ratio * board.median_luma):.0f}")
+    say(f"4. Gate thresholds: overexposed above luma {board.median_luma + gate.max_level_rise:.0f} or "
+        f"{100 * (board.saturated_frac + gate.max_extra_saturated_frac):.0f}% clipped; too dark below "
+        f"{max(gate.min_median_luma, gate.min_level_ratio * board.median_luma):.0f}")
     now = datetime.now(timezone.utc).replace(microsecond=0)
     cal_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     calibration = Calibration(
@@ -271,71 +263,16 @@ def _finish(args, out, source, config, controls, searched, reference, target) ->
             histogram.unlink(missing_ok=True)
         raise
     folder = out.resolve().parent
-    _say(f"5. Saved calibration {cal_id} to {out.resolve()} (previous versions in {folder / store.HISTORY_DIR})")
+    say(f"5. Saved calibration {cal_id} to {out.resolve()} (previous versions in {folder / store.HISTORY_DIR})")
     host = socket.gethostname()
     pictures = [folder / calibration.board_reference] + ([histogram.resolve()] if histogram else [])
-    _say(f"   to look at it: scp {' '.join(f'{host}:{p}' for p in pictures)} .")
+    say(f"   to look at it: scp {' '.join(f'{host}:{p}' for p in pictures)} .")
     if config.calibration.path and Path(config.calibration.path).resolve() != out.resolve():
-        _say(f"   note: the config reads {config.calibration.path}, not this file")
-    _say("6. Reload:")
+        say(f"   note: the config reads {config.calibration.path}, not this file")
+    say("6. Reload:")
     _reload(args)
     cfg = f" --config {args.config}" if args.config else ""
     if not args.test_item:
-        _say(f"7. Test item: `waste-sorter calibrate --test-item{cfg}` or `waste-sorter run{cfg}` shows what "
-             f"an item is classified as; `waste-sorter calibrate --check{cfg}` checks for drift later.")
+        say(f"7. Test item: `waste-sorter calibrate --test-item{cfg}` or `waste-sorter run{cfg}` shows what "
+            f"an item is classified as; `waste-sorter calibrate --check{cfg}` checks for drift later.")
     return calibration
-
-
-def _test_item(args, camera, config, calibration, board_image, max_frames: int = 300) -> None:
-    """Step 7: wait for an item to settle on the new calibration's board, then show what the
-    gate and the classifier make of it: the sorter's gate, presence detector, frame choice
-    (:mod:`device.item_frames`) and classifier."""
-    from device.classifier import Classifier
-    from device.errors import ModelError
-    from device.gate import ExposureGate
-    from device.item_frames import DECIDING_EVENTS, ItemFrames, belongs_to_item, observe
-    from device.presence import PresenceDetector
-
-    try:
-        classifier = Classifier(config.model.path or None, threads=config.model.threads)
-    except ModelError as exc:
-        _say(f"7. Test item: skipped, the model cannot be loaded: {exc}")
-        return
-    with classifier:
-        gate = ExposureGate(calibration.gate, calibration.board, board_image=board_image)
-        presence = PresenceDetector(config.presence, reference=board_image)
-        _pause(args, "7. Test item: place one item on the board.")
-        keep = config.model.frames_per_item
-        item, decision = ItemFrames(keep=keep), None
-        for _ in range(max_frames):
-            frame = camera.capture()
-            if frame is None:
-                break
-            verdict, update = observe(gate, presence, frame.image, frame.timestamp_s)
-            if not verdict.accepted:
-                _say(f"   frame {frame.index}: rejected ({verdict.reason})")
-            if update is None:  # not an image presence can look at
-                continue
-            if update.event in ("arrived", "departed", "passed"):
-                item = ItemFrames(keep=keep)
-            if belongs_to_item(update):
-                item.add(frame.image, verdict, update)
-            if update.event in DECIDING_EVENTS:
-                decision = update.event
-                break
-        if decision is None:
-            _say(f"   no item settled in {max_frames} frames: check the board and the light")
-            return
-        frames = [slot.image for slot in item.for_decision(decision == "settled")]
-        if not frames:
-            _say(f"   the item could not be classified: {item.no_frame_reason()}; check the light")
-            return
-        try:
-            prediction = classifier.classify(frames)
-        except ModelError as exc:
-            _say(f"   the model failed on the item: {exc}")
-            return
-        top = ", ".join(f"{name} {p:.2f}" for name, p in prediction.top3)
-        _say(f"   classified as {prediction.label} ({top}) from {prediction.frames} frame(s)"
-             + {"settled": "", "unsettled": ", although it never lay still",
-                "left": ", although it left before it lay still"}[decision])

@@ -31,7 +31,6 @@ from device.gate import FrameStats, measure
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ExposureLimits:
     min_exposure_us: int = 100
@@ -133,15 +132,37 @@ def _factor(stats: FrameStats, target: ExposureTarget, verdict: int) -> float:
     return min(factor, 0.85) if verdict > 0 else max(factor, 1.15)
 
 
+@dataclass
+class _Bracket:
+    """The largest total exposure known too dark and the smallest known too bright."""
+
+    too_dark: float = 0.0
+    too_bright: float = math.inf
+
+    def note(self, verdict: int, total: float) -> None:
+        if verdict > 0:
+            self.too_bright = min(self.too_bright, total)
+        elif verdict < 0:
+            self.too_dark = max(self.too_dark, total)
+
+    def keep_inside(self, wanted: float) -> float:
+        """``wanted``, or the geometric mean of a closed bracket when it falls outside it."""
+        if self.too_dark > 0 and self.too_bright < math.inf and not self.too_dark < wanted < self.too_bright:
+            return math.sqrt(self.too_dark * self.too_bright)
+        return wanted
+
+    @property
+    def closed_within_3_percent(self) -> bool:
+        return self.too_bright < math.inf and self.too_bright / max(self.too_dark, 1e-9) < 1.03
+
+
 def search_exposure(camera: Any, start: ExposureControls, target: ExposureTarget,
                     limits: ExposureLimits = ExposureLimits(), *, measure_white_balance: bool = True,
                     saturation_level: int = 250,
                     on_step: Callable[[SearchStep], None] | None = None) -> SearchResult:
     """Search controls that put the board on ``target``; CalibrationError if it cannot."""
-    min_total = limits.min_exposure_us * limits.min_gain
-    max_total = limits.max_exposure_us * limits.max_gain
     controls = split_exposure(start.exposure_us * start.analogue_gain, limits, start.colour_gains)
-    too_dark, too_bright = 0.0, math.inf  # bracket of total exposures
+    bracket = _Bracket()  # of total exposures
     wb_done = not measure_white_balance
     steps: list[SearchStep] = []
     for number in range(1, limits.max_steps + 1):
@@ -158,40 +179,44 @@ def search_exposure(camera: Any, start: ExposureControls, target: ExposureTarget
             log.info("white balance measured: ColourGains red %.3f blue %.3f", *gains)
             if not _close(replace(applied, colour_gains=gains), applied):
                 controls = replace(applied, colour_gains=gains)
-                too_dark, too_bright = 0.0, math.inf  # the level moves a little with the gains
+                bracket = _Bracket()  # the level moves a little with the gains
                 continue
         verdict = _verdict(stats, target)
         if verdict == 0 and wb_done:
             return SearchResult(applied, stats, tuple(steps))
-        if verdict > 0:
-            too_bright = min(too_bright, total)
-        elif verdict < 0:
-            too_dark = max(too_dark, total)
-        wanted = total * _factor(stats, target, verdict) if verdict else total
-        if too_dark > 0 and too_bright < math.inf and not too_dark < wanted < too_bright:
-            wanted = math.sqrt(too_dark * too_bright)
-        wanted = float(np.clip(wanted, min_total, max_total))
-        where = (f"median luma {stats.median_luma:.0f} (target {target.median_luma:.0f} ± {target.tolerance:.0f}), "
-                 f"{100 * stats.saturated_frac:.2f}% saturated (at most {100 * target.max_saturated_frac:.2f}%)")
-        if verdict < 0 and total >= max_total * 0.98:
-            raise CalibrationError(
-                f"scene too dark: at the longest exposure ({limits.max_exposure_us} us) and highest gain "
-                f"({limits.max_gain:g}) the empty board has {where}; add light or raise --max-exposure-us/--max-gain")
-        if verdict > 0 and total <= min_total * 1.02:
-            raise CalibrationError(
-                f"scene too bright: at the shortest exposure ({limits.min_exposure_us} us) and gain "
-                f"{limits.min_gain:g} the empty board has {where}; shade the board or lower the light")
-        if stats.saturated_frac >= target.max_saturated_frac and stats.median_luma < target.median_luma - target.tolerance:
-            raise CalibrationError(
-                f"target unreachable: the empty board has {where}, so part of it clips before the board "
-                f"is bright enough; glare or a reflective spot? Clear it, or relax --target-luma/--max-saturated")
-        if too_bright < math.inf and too_bright / max(too_dark, 1e-9) < 1.03:
-            raise CalibrationError(
-                f"target unreachable: the empty board has {where} between two exposures 3% apart; "
-                f"glare or a reflective spot on the board? Clear it, or relax --target-luma/--max-saturated")
+        bracket.note(verdict, total)
+        _refuse_unreachable(stats, target, limits, verdict, total, bracket)
+        wanted = bracket.keep_inside(total * _factor(stats, target, verdict) if verdict else total)
+        wanted = float(np.clip(wanted, limits.min_exposure_us * limits.min_gain,
+                               limits.max_exposure_us * limits.max_gain))
         controls = split_exposure(wanted, limits, applied.colour_gains)
     last = steps[-1]
     raise CalibrationError(
         f"exposure search did not converge in {limits.max_steps} steps (last: {last.controls.exposure_us} us, "
         f"gain {last.controls.analogue_gain:.2f}, median luma {last.median_luma:.0f}, "
         f"{100 * last.saturated_frac:.2f}% saturated)")
+
+
+def _refuse_unreachable(stats: FrameStats, target: ExposureTarget, limits: ExposureLimits, verdict: int,
+                        total: float, bracket: _Bracket) -> None:
+    """CalibrationError, saying what to change, when no exposure can put the board on target."""
+    min_total = limits.min_exposure_us * limits.min_gain
+    max_total = limits.max_exposure_us * limits.max_gain
+    where = (f"median luma {stats.median_luma:.0f} (target {target.median_luma:.0f} ± {target.tolerance:.0f}), "
+             f"{100 * stats.saturated_frac:.2f}% saturated (at most {100 * target.max_saturated_frac:.2f}%)")
+    if verdict < 0 and total >= max_total * 0.98:
+        raise CalibrationError(
+            f"scene too dark: at the longest exposure ({limits.max_exposure_us} us) and highest gain "
+            f"({limits.max_gain:g}) the empty board has {where}; add light or raise --max-exposure-us/--max-gain")
+    if verdict > 0 and total <= min_total * 1.02:
+        raise CalibrationError(
+            f"scene too bright: at the shortest exposure ({limits.min_exposure_us} us) and gain "
+            f"{limits.min_gain:g} the empty board has {where}; shade the board or lower the light")
+    if stats.saturated_frac >= target.max_saturated_frac and stats.median_luma < target.median_luma - target.tolerance:
+        raise CalibrationError(
+            f"target unreachable: the empty board has {where}, so part of it clips before the board "
+            f"is bright enough; glare or a reflective spot? Clear it, or relax --target-luma/--max-saturated")
+    if bracket.closed_within_3_percent:
+        raise CalibrationError(
+            f"target unreachable: the empty board has {where} between two exposures 3% apart; "
+            f"glare or a reflective spot on the board? Clear it, or relax --target-luma/--max-saturated")

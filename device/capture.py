@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from device.atomic import clean_stray_temps
-from device.capture_store import (WRITER_LOCK, delete_capture, folder_files, frame_name, highest_id,
-                                  sidecar_body, sidecar_name, write_file)
+from device.capture_store import (WRITER_LOCK, capture_sizes, delete_capture, folder_files, frame_name,
+                                  highest_id, sidecar_body, sidecar_name, write_file)
 from device.config import Config
 from device.errors import DataError, first_line
 from device.safe_open import show_path
@@ -237,15 +237,7 @@ class CaptureWriter:
     def _scan(self) -> dict[int, int]:
         """The bytes of each capture already in the folder, oldest first; trimmed to the quota."""
         clean_stray_temps(self.folder)
-        sizes: dict[int, int] = {}
-        for capture_id, names in folder_files(self.folder).items():
-            total = 0
-            for name in names:
-                try:
-                    total += (self.folder / name).stat().st_size
-                except OSError:
-                    continue
-            sizes[capture_id] = total
+        sizes = capture_sizes(self.folder)
         log.info("capture folder %s holds %d capture(s), %.1f MB", show_path(self.folder), len(sizes),
                  sum(sizes.values()) / 1e6)
         self._enforce_quota(sizes)

@@ -134,6 +134,21 @@ def folder_files(folder: Path) -> dict[int, list[str]]:
     return dict(sorted(files.items()))
 
 
+def capture_sizes(folder: Path) -> dict[int, int]:
+    """The bytes of each capture in ``folder``, by id (oldest first); a file gone meanwhile
+    counts nothing."""
+    sizes: dict[int, int] = {}
+    for capture_id, names in folder_files(folder).items():
+        total = 0
+        for name in names:
+            try:
+                total += (folder / name).stat().st_size
+            except OSError:
+                continue
+        sizes[capture_id] = total
+    return sizes
+
+
 def read_captures(folder: Path) -> list[Capture]:
     """Every complete capture in ``folder`` with its label, oldest first. DataError when the
     folder does not exist or cannot be read."""

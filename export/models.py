@@ -78,6 +78,19 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def load_teacher(path: Path, classes: tuple[str, ...], device: torch.device) -> nn.Module:
+    """A trained checkpoint as a frozen teacher for distillation (eval mode, on ``device``)."""
+    ckpt = load_checkpoint(path)
+    if list(ckpt["classes"]) != list(classes):
+        raise DataError(f"{path}: teacher classes {ckpt['classes']} differ from the data's")
+    try:
+        teacher = build_model(ckpt["args"]["arch"], len(classes), "scratch")
+        teacher.load_state_dict(checkpoint_weights(ckpt))
+    except (KeyError, RuntimeError) as exc:
+        raise unfit(path, exc, "teacher weights do not fit") from None
+    return teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
 def unfit(path: Path, exc: Exception, what: str = "weights do not fit this model") -> DataError:
     """A one-line error for a checkpoint whose weights or keys do not fit (``load_state_dict``'s
     many-line RuntimeError folded onto one line, a missing key named)."""

@@ -33,7 +33,8 @@ from device.classifier import Classifier
 from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
 from device.errors import DataError, ModelError
 from device.scenes.relight import random_condition, relight
-from export.evaluate import evaluate, relight_names
+from export.evaluate import relight_names
+from export.evaluation import evaluate
 from export.package import save_model
 from export.data_split import load_data_split
 
@@ -124,6 +125,28 @@ def accuracy(classifier: Classifier, items: list[tuple[Path, int]], condition: s
 def main(args) -> int:
     conditions = [] if args.relight == "none" else relight_names(args.relight)
     fp32 = Classifier(args.model, threads=2)
+    split = trained_split(args, fp32)
+    train = split.paths("train")
+    step = max(1, len(train) // args.calibration_photos)
+    calibration = [p for p, _ in train[::step][:args.calibration_photos]]
+    model = quantize_int8(args.model, calibration, fp32, args.method)
+    test = split.paths("test") or split.paths("val")
+    report = measure(args, model, fp32, split.sha256, test, conditions, len(calibration))
+    worst, drop_points = print_figures(report, len(test), conditions)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
+    if drop_points > args.max_drop:
+        raise ModelError(f"int8 loses {drop_points:.2f} points ({worst}) (> --max-drop {args.max_drop}); "
+                         "nothing written")
+    save_model(model, args.out, fp32.contract, split_sha256=split.sha256,
+               metrics={k: v for k, v in report.items()}, extra={"quantization": "QDQ U8S8 (uint8 activations, per-channel int8 weights)",
+                                                                  "fp32_model": args.model.name})
+    print(f"wrote {args.out} and its manifest")
+    return 0
+
+
+def trained_split(args, fp32: Classifier):
+    """The split manifest ``--split``, checked to be the one the fp32 model was trained on."""
     split = load_data_split(args.split, args.data)
     if list(split.classes) != list(fp32.classes):
         raise ModelError(f"{args.model}: classes {fp32.classes} differ from the split's {split.classes}")
@@ -131,19 +154,27 @@ def main(args) -> int:
     if split_sha256 != split.sha256:
         raise ModelError(f"{args.split}: not the split {args.model.name} was trained on "
                          f"({split.sha256[:12]} vs {split_sha256[:12] or 'none'})")
-    train = split.paths("train")
-    step = max(1, len(train) // args.calibration_photos)
-    calibration = [p for p, _ in train[::step][:args.calibration_photos]]
+    return split
+
+
+def quantize_int8(model_path: Path, calibration: list[Path], fp32: Classifier, method: str) -> onnx.ModelProto:
+    """The int8 model (QDQ, U8S8, per-channel weights), calibrated on the ``calibration`` photos."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quantized = Path(tmp) / "int8.onnx"
-        quant_pre_process(str(args.model), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), PhotoReader(calibration, fp32),
+        int8_path = Path(tmp) / "int8.onnx"
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(int8_path), PhotoReader(calibration, fp32),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=METHODS[args.method],
+                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=METHODS[method],
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        model = onnx.load(str(quantized))
-    test = split.paths("test") or split.paths("val")
+        return onnx.load(str(int8_path))
+
+
+def measure(args, model: onnx.ModelProto, fp32: Classifier, split_sha256: str, test: list[tuple[Path, int]],
+            conditions: list[str], calibration_photos: int) -> dict:
+    """The report: the fp32 model's recorded metrics, then both models' accuracy on the test
+    photos (as they are and relit), sizes, latency and the float ops left in the int8 model
+    (saved to a temporary file to be measured as the device would load it)."""
     metrics = json.loads(fp32.metadata.get(KEY_METRICS, "{}"))
     metrics.update({"test_n": len(test), "test_acc_fp32": accuracy(fp32, test),
                     "relit_acc_fp32": {c: accuracy(fp32, test, c) for c in conditions}})
@@ -153,33 +184,28 @@ def main(args) -> int:
         int8 = Classifier(candidate, threads=2)
         metrics["test_acc_int8"] = accuracy(int8, test)
         metrics["relit_acc_int8"] = {c: accuracy(int8, test, c) for c in conditions}
-        report = {
+        return {
             **metrics,
             "fp32_bytes": args.model.stat().st_size, "int8_bytes": candidate.stat().st_size,
             "fp32_latency_ms_2threads": latency_ms(fp32), "int8_latency_ms_2threads": latency_ms(int8),
-            "calibration_photos": len(calibration), "method": args.method,
+            "calibration_photos": calibration_photos, "method": args.method,
             "fp32_ops_left": fp32_ops_after_optimisation(candidate),
         }
-    drops = {"photo": 100 * (metrics["test_acc_fp32"] - metrics["test_acc_int8"])}
-    print(f"test split ({len(test)} photos): fp32 {100 * metrics['test_acc_fp32']:.2f}%  "
-          f"int8 {100 * metrics['test_acc_int8']:.2f}%  (drop {drops['photo']:+.2f} points)")
+
+
+def print_figures(report: dict, test_n: int, conditions: list[str]) -> tuple[str, float]:
+    """Print the accuracy of both models (and its drop), the float ops left, sizes and latency;
+    the worst drop in points and where (``photo`` or a condition)."""
+    drops = {"photo": 100 * (report["test_acc_fp32"] - report["test_acc_int8"])}
+    print(f"test split ({test_n} photos): fp32 {100 * report['test_acc_fp32']:.2f}%  "
+          f"int8 {100 * report['test_acc_int8']:.2f}%  (drop {drops['photo']:+.2f} points)")
     for c in conditions:
-        drops[c] = 100 * (metrics["relit_acc_fp32"][c] - metrics["relit_acc_int8"][c])
-        print(f"  relit {c:<6}: fp32 {100 * metrics['relit_acc_fp32'][c]:.2f}%  "
-              f"int8 {100 * metrics['relit_acc_int8'][c]:.2f}%  (drop {drops[c]:+.2f} points)")
+        drops[c] = 100 * (report["relit_acc_fp32"][c] - report["relit_acc_int8"][c])
+        print(f"  relit {c:<6}: fp32 {100 * report['relit_acc_fp32'][c]:.2f}%  "
+              f"int8 {100 * report['relit_acc_int8'][c]:.2f}%  (drop {drops[c]:+.2f} points)")
     worst = max(drops, key=drops.get)
-    drop_points = drops[worst]
     print(f"float compute ops left after optimisation: {report['fp32_ops_left'] or 'none'}")
     print(f"size: fp32 {report['fp32_bytes'] / 1e6:.1f} MB  int8 {report['int8_bytes'] / 1e6:.1f} MB; "
           f"latency (batch 1, 2 threads, this machine): fp32 {report['fp32_latency_ms_2threads']:.1f} ms  "
           f"int8 {report['int8_latency_ms_2threads']:.1f} ms")
-    if args.report:
-        args.report.write_text(json.dumps(report, indent=1) + "\n")
-    if drop_points > args.max_drop:
-        raise ModelError(f"int8 loses {drop_points:.2f} points ({worst}) (> --max-drop {args.max_drop}); "
-                         "nothing written")
-    save_model(model, args.out, fp32.contract, split_sha256=split_sha256,
-               metrics={k: v for k, v in report.items()}, extra={"quantization": "QDQ U8S8 (uint8 activations, per-channel int8 weights)",
-                                                                  "fp32_model": args.model.name})
-    print(f"wrote {args.out} and its manifest")
-    return 0
+    return worst, drops[worst]

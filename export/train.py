@@ -25,12 +25,11 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
@@ -38,9 +37,12 @@ from tqdm import tqdm
 from device.atomic import write_with
 from device.contract import FLATFIELD_POLICIES, ModelContract
 from device.errors import DataError, UsageError
-from export.data import BatchAugment, load_cached, load_eval, mixup, resize_batch
+from export.checkpoints import checkpoint_state, resume, resume_mismatches
+from export.data import BatchAugment, load_cached, load_eval
 from export.data_split import split_for_training
-from export.models import ARCHS, build_model, checkpoint_weights, feature_dim, forward_features, load_checkpoint, unfit
+from export.loss import compute_loss, teacher_targets  # noqa: F401 (teacher_targets: tests take it from here)
+from export.lr_find import find_lr
+from export.models import ARCHS, build_model, feature_dim, load_checkpoint, load_teacher
 from export.onnx_weights import restore_batchnorm, warn_other_classes
 
 log = logging.getLogger(__name__)
@@ -112,160 +114,87 @@ def student_size(args, epoch: int) -> tuple[int, int]:
     return height, width
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
-    targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-
-
-@torch.no_grad()
-def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ensemble's soft labels (mean of each teacher's softmax at ``temperature``) and its
-    pooled features (each teacher's, concatenated)."""
-    probs, features = [], []
-    for teacher in teachers:
-        t_logits, t_features = forward_features(teacher, x)
-        probs.append(F.softmax(t_logits.float() / temperature, 1))
-        features.append(t_features.float())
-    return torch.stack(probs).mean(0), torch.cat(features, 1)
-
-
-def compute_loss(model, projector, teachers, images, labels, size_hw, augment, args, device):
-    x = augment(images)
-    y = F.one_hot(labels, num_classes=args.num_classes).float()
-    x, y = mixup(x, y, args.mixup)
-    x = x.to(device, memory_format=torch.channels_last)
-    y = y.to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-        logits, features = forward_features(model, resize_batch(x, size_hw))
-        loss = (1 - args.kd_weight if teachers else 1.0) * soft_cross_entropy(logits, y, args.label_smoothing)
-        if teachers:
-            t = args.kd_temperature
-            t_probs, t_features = teacher_targets(teachers, x, t)
-            kd = F.kl_div(F.log_softmax(logits.float() / t, 1), t_probs, reduction="batchmean") * t * t
-            cos = F.cosine_similarity(projector(features).float(), t_features, dim=1)
-            loss = loss + args.kd_weight * kd + args.feature_weight * (1 - cos).mean()
-    return loss
-
-
-@torch.no_grad()
-def evaluate_accuracy(model, inputs, labels, device, amp: bool) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(inputs), 64):
-        x = inputs[start:start + 64].to(device, memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            correct += (model(x).argmax(1).cpu() == labels[start:start + 64]).sum().item()
-    return correct / max(1, len(inputs))
-
-
-def find_lr(model, projector, teachers, images, labels, augment, optimizer, args, device, out: Path):
-    """LR range test: raise the rate exponentially from 1e-5 to 1 and plot the smoothed loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = min(100, 3 * max(1, len(images) // args.batch_size))
-    rates = [1e-5 * (1e5 ** (i / max(1, steps - 1))) for i in range(steps)]
-    losses, smooth = [], 0.0
-    model.train()
-    for i, rate in enumerate(tqdm(rates, desc="find-lr")):
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        idx = torch.randint(0, len(images), (args.batch_size,))
-        loss = compute_loss(model, projector, teachers, images[idx], labels[idx],
-                            student_size(args, args.epochs), augment, args, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        smooth = 0.9 * smooth + 0.1 * loss.item()
-        losses.append(smooth / (1 - 0.9 ** (i + 1)))
-        if not math.isfinite(losses[-1]) or losses[-1] > 4 * min(losses):
-            break
-    best = min(range(len(losses)), key=losses.__getitem__)
-    suggested = rates[best] / 10
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(rates[:len(losses)], losses)
-    ax.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.2g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "lr_find.png", dpi=120)
-    print(f"suggested --lr {suggested:.3g} (loss minimum at {rates[best]:.3g}); plot: {out / 'lr_find.png'}")
-    return suggested
-
-
-#: Arguments that change the optimisation or the data: a resumed run must keep them.
-RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
-               "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
-               "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
-               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "replay_per_class")
-
-
-#: What a checkpoint written before --flatfield/--relight-prob existed was trained with.
-PRE_FLATFIELD_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0}
-
-
-def resume_mismatches(saved: dict, args) -> list[str]:
-    """``key=saved, not now`` for each RESUME_KEYS argument that differs from the checkpoint's
-    (keys an older checkpoint lacks are not compared)."""
-    def plain(key, v):
-        if key == "teacher" and isinstance(v, (str, Path)):  # checkpoints from before several teachers
-            v = [v]
-        if isinstance(v, (list, tuple)):
-            return tuple(plain(None, x) for x in v)
-        return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
-
-    saved = {**PRE_FLATFIELD_DEFAULTS, **saved}  # checkpoints from before board normalisation
-    now = plain_args(args)
-    return [f"{k}={saved[k]}, not {now[k]}" for k in RESUME_KEYS
-            if k in saved and k in now and plain(k, saved[k]) != plain(k, now[k])]
-
-
-def load_teacher(path: Path, classes: tuple[str, ...], device: torch.device) -> nn.Module:
-    ckpt = load_checkpoint(path)
-    if list(ckpt["classes"]) != list(classes):
-        raise DataError(f"{path}: teacher classes {ckpt['classes']} differ from the data's")
-    try:
-        teacher = build_model(ckpt["args"]["arch"], len(classes), "scratch")
-        teacher.load_state_dict(checkpoint_weights(ckpt))
-    except (KeyError, RuntimeError) as exc:
-        raise unfit(path, exc, "teacher weights do not fit") from None
-    return teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-
-
-def plain_args(args) -> dict:
-    """The arguments as a checkpoint stores them: paths as strings."""
-    def plain(v):
-        return str(v) if isinstance(v, Path) else [plain(x) for x in v] if isinstance(v, list) else v
-
-    return {k: plain(v) for k, v in vars(args).items()}
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    write_with(path, lambda tmp: torch.save(state, tmp))
-
-
 def main(args) -> int:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args.input_height = args.input_height or round(args.input_size * 3 / 4)
+    # the checkpoint to resume from, the split and the photos
     ckpt_path = out / "checkpoint.pth"
     ckpt = load_checkpoint(ckpt_path) if args.resume else None
     if ckpt is not None and (changed := resume_mismatches(ckpt["args"], args)):
         raise DataError(f"--resume: checkpoint was trained with {'; '.join(changed)} "
                         "(resume with the same values, or start anew with --init FILE.pth)")
+    split = training_split(args, out, ckpt, ckpt_path)
+    args.num_classes = len(split.classes)
+    contract = ModelContract(classes=split.classes, input_width=args.input_size,
+                             input_height=args.input_height, flatfield=args.flatfield)
+    data = load_data(args, split, contract)
+    # the model, its teachers and the optimiser
+    model = build_student(args, data, contract, device, resuming=ckpt is not None)
+    teachers = [load_teacher(path, split.classes, device) for path in args.teacher or ()]
+    projector = (nn.Linear(feature_dim(model), sum(feature_dim(t) for t in teachers)).to(device)
+                 if teachers else None)
+    optimizer = build_optimizer(args, model, projector)
+    augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
+                           relight_prob=args.relight_prob)
+    if args.find_lr:
+        find_lr(model, projector, teachers, data.images, data.labels, augment, optimizer, args, device, out,
+                student_size(args, args.epochs))
+        return 0
+    # the schedule, the weights' EMA, and where a resumed run carries on
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.epochs * data.steps_per_epoch(args.batch_size),
+        pct_start=args.warmup_frac)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.model_ema_decay), use_buffers=True)
+           if args.model_ema_decay > 0 else None)
+    start_epoch, history = (resume(ckpt, ckpt_path, device, model=model, ema=ema, projector=projector,
+                                   optimizer=optimizer, scheduler=scheduler) if ckpt is not None else (0, []))
+    for epoch in range(start_epoch, args.epochs):
+        record = train_one_epoch(model, projector, teachers, data, augment, optimizer, scheduler, ema,
+                                 epoch, args, device)
+        record.update(validate(model, ema, data, device, args.amp))
+        history.append(record)
+        print(json.dumps(record))
+        save_checkpoint(checkpoint_state(epoch=epoch, args=args, model=model, ema=ema, projector=projector,
+                                         optimizer=optimizer, scheduler=scheduler, split=split, contract=contract,
+                                         history=history, device=device), ckpt_path)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return 0
+
+
+def training_split(args, out: Path, ckpt: dict | None, ckpt_path: Path):
+    """The split of every ``--data`` folder (:mod:`export.data_split`), written to
+    OUTPUT_DIR/split.json; on ``--resume``, the checkpoint's."""
     if args.replay_per_class is not None and args.replay_per_class < 1:
         raise UsageError(f"--replay-per-class {args.replay_per_class}: must be at least 1")
     split = split_for_training(args.split or out / "split.json", out / "split.json", args.data,
                                val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
-    args.num_classes = len(split.classes)
     if ckpt is not None and ckpt["split_sha256"] != split.sha256:
         raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
-    contract = ModelContract(classes=split.classes, input_width=args.input_size,
-                             input_height=args.input_height, flatfield=args.flatfield)
+    return split
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training photos decoded into memory (cached size, uint8) and the held-out validation
+    photos as the device would give them to the model (none with ``--train-on-val``)."""
+
+    train_items: list[tuple[Path, int]]
+    images: torch.Tensor
+    labels: torch.Tensor
+    held_out: list[tuple[Path, int]]
+    val_inputs: torch.Tensor | None
+    val_labels: torch.Tensor | None
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.images) // batch_size
+
+
+def load_data(args, split, contract: ModelContract) -> TrainingData:
+    """The training photos (at most ``--limit-per-class`` of each class; at least one batch) and
+    the validation photos, decoded; says how many there are."""
     train_items = split.training_items(with_val=args.train_on_val, replay_per_class=args.replay_per_class)
     if args.limit_per_class:
         train_items = [it for c in range(args.num_classes)
@@ -279,101 +208,83 @@ def main(args) -> int:
     if len(split.folders) > 1:
         print("\n".join(split.describe() + ["(the test photos of every folder are held out)"]))
     print(f"{len(images)} train / {len(held_out)} val photos, classes {', '.join(split.classes)}")
+    return TrainingData(train_items, images, labels, held_out, val_inputs, val_labels)
 
-    # On --resume the checkpoint's weights replace the initial ones: don't fetch those.
-    model = build_model(args.arch, args.num_classes, "scratch" if ckpt is not None else args.init)
+
+def build_student(args, data: TrainingData, contract: ModelContract, device: torch.device, *,
+                  resuming: bool) -> nn.Module:
+    """The model to train, initialised from ``--init`` (on ``--resume`` the checkpoint's weights
+    replace the initial ones: don't fetch those)."""
+    model = build_model(args.arch, args.num_classes, "scratch" if resuming else args.init)
     model = model.to(device, memory_format=torch.channels_last)
-    if ckpt is None and str(args.init).endswith(".onnx"):
-        warn_other_classes(Path(args.init), split.classes)
+    if not resuming and str(args.init).endswith(".onnx"):
+        warn_other_classes(Path(args.init), contract.classes)
         # Batch norms folded away by export come back as identities: measure their statistics
         # on training photos so train-mode batch norm starts from the shipped model's outputs.
-        sample = train_items[::max(1, len(train_items) // 256)]
+        sample = data.train_items[::max(1, len(data.train_items) // 256)]
         restore_batchnorm(model, load_eval(sample, contract, "batch-norm statistics")[0].to(device))
-    teachers = [load_teacher(path, split.classes, device) for path in args.teacher or ()]
-    projector = (nn.Linear(feature_dim(model), sum(feature_dim(t) for t in teachers)).to(device)
-                 if teachers else None)
+    return model
 
+
+def build_optimizer(args, model: nn.Module, projector: nn.Module | None) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW; no weight decay on biases and batch-norm parameters."""
     trainable = list(model.parameters()) + (list(projector.parameters()) if projector else [])
     groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": args.weight_decay},
               {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
     if args.opt == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=args.lr)
-    augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
-                           relight_prob=args.relight_prob)
-    if args.find_lr:
-        find_lr(model, projector, teachers, images, labels, augment, optimizer, args, device, out)
-        return 0
+        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=args.lr)
 
-    steps_per_epoch = len(images) // args.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=args.warmup_frac)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.model_ema_decay), use_buffers=True)
-           if args.model_ema_decay > 0 else None)
-    start_epoch, history = 0, []
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["lr_scheduler"])
-            if ema is not None and ckpt.get("model_ema_full"):
-                ema.load_state_dict(ckpt["model_ema_full"])
-            if projector is not None and ckpt.get("projector"):
-                projector.load_state_dict(ckpt["projector"])
-            start_epoch, history = ckpt["epoch"] + 1, ckpt.get("history", [])
-        except (OSError, RuntimeError, EOFError, KeyError, ValueError) as exc:
-            raise unfit(ckpt_path, exc, "cannot resume from this checkpoint") from None
-        if ckpt.get("rng_state") is not None:  # older checkpoints lack it: carry on without
-            torch.set_rng_state(ckpt["rng_state"])
-        if device.type == "cuda" and ckpt.get("cuda_rng_state") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng_state"], device)
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}")
 
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        size_hw = student_size(args, epoch)
-        perm = torch.randperm(len(images))
-        t0, total = time.time(), 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs} {size_hw[1]}x{size_hw[0]}")
-        for step in bar:
-            idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
-            loss = compute_loss(model, projector, teachers, images[idx], labels[idx], size_hw, augment, args, device)
-            if not math.isfinite(loss.item()):
-                raise DataError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (step + 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-        record = {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "seconds": time.time() - t0}
-        if val_inputs is not None:
-            record["val_acc"] = evaluate_accuracy(model, val_inputs, val_labels, device, args.amp)
-            if ema is not None:
-                record["val_acc_ema"] = evaluate_accuracy(ema.module, val_inputs, val_labels, device, args.amp)
-        history.append(record)
-        print(json.dumps(record))
-        save_checkpoint({
-            "model": model.state_dict(),
-            "model_ema": ema.module.state_dict() if ema is not None else None,
-            "model_ema_full": ema.state_dict() if ema is not None else None,
-            "projector": projector.state_dict() if projector is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "args": plain_args(args),
-            "classes": list(split.classes),
-            "contract": contract.to_json(),
-            "split_sha256": split.sha256,
-            "history": history,
-            "rng_state": torch.get_rng_state(),
-            "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        }, ckpt_path)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return 0
+def train_one_epoch(model, projector, teachers, data: TrainingData, augment, optimizer, scheduler, ema,
+                    epoch: int, args, device) -> dict:
+    """One pass over the training photos in a random order; the epoch's record so far."""
+    model.train()
+    size_hw = student_size(args, epoch)
+    steps_per_epoch = data.steps_per_epoch(args.batch_size)
+    perm = torch.randperm(len(data.images))
+    t0, total = time.time(), 0.0
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs} {size_hw[1]}x{size_hw[0]}")
+    for step in bar:
+        idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
+        loss = compute_loss(model, projector, teachers, data.images[idx], data.labels[idx], size_hw, augment, args,
+                            device)
+        if not math.isfinite(loss.item()):
+            raise DataError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total += loss.item()
+        bar.set_postfix(loss=f"{total / (step + 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+    return {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "seconds": time.time() - t0}
+
+
+def validate(model, ema, data: TrainingData, device, amp: bool) -> dict:
+    """Accuracy on the validation photos, of the weights and of their EMA ({} without them)."""
+    if data.val_inputs is None:
+        return {}
+    record = {"val_acc": evaluate_accuracy(model, data.val_inputs, data.val_labels, device, amp)}
+    if ema is not None:
+        record["val_acc_ema"] = evaluate_accuracy(ema.module, data.val_inputs, data.val_labels, device, amp)
+    return record
+
+
+@torch.no_grad()
+def evaluate_accuracy(model, inputs, labels, device, amp: bool) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(inputs), 64):
+        x = inputs[start:start + 64].to(device, memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            correct += (model(x).argmax(1).cpu() == labels[start:start + 64]).sum().item()
+    return correct / max(1, len(inputs))
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 if __name__ == "__main__":

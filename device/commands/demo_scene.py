@@ -32,8 +32,8 @@ from pathlib import Path
 from device.contract import read_rgb
 from device.errors import DataError, UsageError
 from device.scenes.relight import CONDITIONS
-from device.scenes.render import (FRAME_SIZE, KINDS, Nuisances, SceneItem, Stage, Timing, expose, make_board,
-                                 plain_stage, render, scene_stage, stage_of, still_view)
+from device.scenes.render import KINDS, Nuisances, SceneItem, Timing, expose, render, still_view
+from device.scenes.stage import FRAME_SIZE, Stage, make_board, plain_stage, scene_stage, stage_of
 
 __all__ = ["FRAME_SIZE", "KINDS", "Nuisances", "SceneItem", "Stage", "Timing", "expose", "make_board",
            "plain_stage", "render", "scene_stage", "still_view", "photo_items", "main", "add_arguments"]

@@ -98,20 +98,11 @@ def _main(args, early: "StartupSignals") -> int:
     config = effective_config(args)
     size = (config.camera.width, config.camera.height)
     calibration_path = Path(config.calibration.path) if config.calibration.path else None
-    calibration = None
-    if calibration_path and is_absent(calibration_path):
-        log.warning("no calibration at %s yet: default gate, board learned at start; "
-                    "`waste-sorter calibrate` writes it and reloads the sorter", calibration_path)
-    elif calibration_path:
-        calibration = load_calibration_for(calibration_path, size)
+    calibration = _calibration_at_start(calibration_path, size)
     check_log_path(Path(config.log.path))
     classifier = Classifier(config.model.path or None, threads=config.model.threads)
     if args.check_config:
-        print(f"config OK; model {classifier.path.name} ({classifier.sha256[:12]}, classes "
-              f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}")
-        for problem in routing_problems(config, classifier.classes):
-            print(f"warning: {problem}")
-        return 0
+        return _report_config(config, classifier, calibration)
     if early.stop_signal is not None:  # stopped while the model loaded: no camera, no GPIO touched
         log.info("%s during start-up: stopping before the camera and GPIO are opened",
                  signal.Signals(early.stop_signal).name)
@@ -147,6 +138,25 @@ def _main(args, early: "StartupSignals") -> int:
         print(format_history(indicator.history))
     if sortlog.pending:
         return 75
+    return 0
+
+
+def _calibration_at_start(path: Path | None, size: tuple[int, int]):
+    """The calibration (and its board) the run starts with; None without one (a warning when the
+    config names a file that is not there yet)."""
+    if path and is_absent(path):
+        log.warning("no calibration at %s yet: default gate, board learned at start; "
+                    "`waste-sorter calibrate` writes it and reloads the sorter", path)
+        return None
+    return load_calibration_for(path, size) if path else None
+
+
+def _report_config(config: Config, classifier: Classifier, calibration) -> int:
+    """``--check-config``: what was loaded, and the routing problems as warnings."""
+    print(f"config OK; model {classifier.path.name} ({classifier.sha256[:12]}, classes "
+          f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}")
+    for problem in routing_problems(config, classifier.classes):
+        print(f"warning: {problem}")
     return 0
 
 

@@ -170,7 +170,8 @@ def reference_correct(truth: dict, photos: Path, model: Path | None) -> int:
     loop's."""
     from device.classifier import Classifier
     from device.contract import read_rgb
-    from device.scenes.render import SceneItem, stage_of, still_view
+    from device.scenes.render import SceneItem, still_view
+    from device.scenes.stage import stage_of
 
     stage = stage_of(truth["stage"])
     normal = [item for item in truth["items"] if item["kind"] == "normal"]

@@ -3,8 +3,9 @@ one light, with the nuisances of a real camera and a real room.
 
 Each item falls in (motion blurred when asked), lies still, and is taken away; between items
 the board is empty. Items are laid on the board with :mod:`device.scenes.relight` (a photo's item at
-its reflectance, at the same place and size as in the photo, on the scene's board) and lit
-in linear light with vignetting, then clipped as a sensor does. Per item (``SceneItem.kind``):
+its reflectance, at the same place and size as in the photo, on the scene's board: its stage,
+:mod:`device.scenes.stage`) and filmed by :mod:`device.scenes.filming` (lit in linear light
+with vignetting, then clipped as a sensor does). Per item (``SceneItem.kind``):
 
 - ``normal``; ``overexposed`` (every frame of it blown out); ``glare`` (a few frames with a
   moving specular highlight); ``flash`` (a few whole-frame flash frames while it rests);
@@ -20,15 +21,20 @@ The returned truth records say what happened when (seconds of video time).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from device.errors import DataError
+from device.scenes.filming import SceneCamera
 from device.scenes.relight import GAMMA, Cutout, cut_out, illumination, lay_on_board, light_up, to_linear
+from device.scenes.stage import Stage, make_board, plain_stage, scene_stage, stage_of
 
-FRAME_SIZE = (512, 384)  # width, height
+__all__ = ["KINDS", "Nuisances", "SceneItem", "Timing", "brightened", "expose", "item_cutout", "render", "still_view",
+           # the stage's (device.scenes.stage), still taken from here by tests
+           "Stage", "make_board", "plain_stage", "scene_stage", "stage_of"]
+
 KINDS = ("normal", "overexposed", "glare", "flash", "clip", "quick", "at_start")
 OVEREXPOSED_GAIN = 6.0
 CLIP_LEVEL = (250 / 255) ** GAMMA  # linear light that the gate counts as clipped
@@ -64,72 +70,6 @@ class Nuisances:
     #: light changes over the empty board: (after item n, new light level, ramp seconds; 0 = a step)
     light_changes: tuple[tuple[int, float, float], ...] = ()
     hands: tuple[int, ...] = ()  # a hand passes over the empty board after these items
-
-
-@dataclass(frozen=True, eq=False)
-class Stage:
-    """The one board (linear albedo, HxWx3) under the one light."""
-
-    board: np.ndarray
-    light: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    level: float = 1.0
-    vignette: float = 0.0
-    plain: np.ndarray | None = None  # the uint8 board image a plain stage was made from
-
-
-def plain_stage(board: np.ndarray) -> Stage:
-    """A stage that renders ``board`` (uint8 RGB) as it is: items are full frames on it."""
-    return Stage(to_linear(board), plain=board)
-
-
-def textured_board(size=FRAME_SIZE, seed: int = 0, albedo=(0.5, 0.5, 0.48), texture: float = 0.06) -> np.ndarray:
-    """A grey board with a fine grain and a blotchy texture (linear albedo, HxWx3)."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
-    blotches = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 8)
-    pattern = grain / grain.std() + 0.7 * blotches / blotches.std()
-    return (np.asarray(albedo, np.float32)[None, None] * (1 + texture * pattern[..., None])).clip(0.01, 1)
-
-
-#: The demo stage's exposure: a white item does not clip even when the room gets 30% brighter.
-SCENE_LEVEL = 0.8
-
-
-def scene_stage(seed: int = 0, *, light: str | None = None, board_seed: int | None = None) -> Stage:
-    """The demo's stage: a textured mid-grey board (white items and dark ones both stand out),
-    neutral light with some vignetting, exposed so that a white item does not clip even when
-    the room gets 30% brighter. The board's texture is drawn from ``board_seed`` (default:
-    ``seed``). ``light`` names one of :data:`device.scenes.relight.CONDITIONS`: its board colour (with
-    the same texture), its light's colour and its level (relative to that exposure)."""
-    board_seed = seed if board_seed is None else board_seed
-    if light is None:
-        return Stage(textured_board(seed=board_seed), level=SCENE_LEVEL, vignette=0.25)
-    from device.scenes.relight import CONDITIONS
-    if light not in CONDITIONS:
-        raise DataError(f"unknown light {light!r} (one of {', '.join(CONDITIONS)})")
-    condition = CONDITIONS[light]
-    return Stage(textured_board(seed=board_seed, albedo=condition.board), light=condition.light,
-                 level=SCENE_LEVEL * condition.level, vignette=0.25)
-
-
-def stage_of(record: dict) -> Stage:
-    """The stage a scene's truth file records (``{"seed": N}``, with ``board_seed`` and ``light``
-    when they were chosen apart from the seed)."""
-    return scene_stage(record["seed"], light=record.get("light"), board_seed=record.get("board_seed"))
-
-
-def make_board(size=FRAME_SIZE, seed: int = 0) -> np.ndarray:
-    """A near-white poster board with gentle vignetting and texture (uint8 RGB)."""
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r2 = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
-    shade = 1.0 - 0.35 * r2
-    rng = np.random.default_rng(seed)
-    texture = cv2.GaussianBlur(rng.normal(0, 3, (h, w)).astype(np.float32), (0, 0), 3)
-    base = np.array([206, 203, 196], np.float32)
-    board = base[None, None, :] * shade[..., None] + texture[..., None]
-    return np.clip(board, 0, 255).astype(np.uint8)
 
 
 def expose(image: np.ndarray, gain: float) -> np.ndarray:
@@ -209,61 +149,6 @@ def _hand(h: int, w: int, rng: random.Random) -> tuple[_Layer, float, float]:
     return _Layer(cover[..., None] * skin, cover), -sweep, sweep
 
 
-class _Camera:
-    """Lights, shakes, clips, adds noise and writes frames; counts video time."""
-
-    def __init__(self, writer, stage: Stage, nuisances: Nuisances, fps: float, seed: int):
-        self.writer, self.stage, self.nuisances, self.fps = writer, stage, nuisances, fps
-        self.rng, self.np_rng = random.Random(seed), np.random.default_rng(seed)
-        self.count = 0
-        self.light = 1.0  # the room's light, relative to the stage's level
-        self._lit: tuple[np.ndarray, float, np.ndarray] | None = None  # (albedo, level, its uint8 frame)
-        self._noise: np.ndarray | None = None
-
-    @property
-    def now_s(self) -> float:
-        return self.count / self.fps
-
-    def frames(self, seconds: float) -> int:
-        return max(1, round(seconds * self.fps))
-
-    def emit(self, albedo: np.ndarray, gain: float = 1.0, glare_on: np.ndarray | None = None) -> None:
-        s, n = self.stage, self.nuisances
-        level = s.level * self.light * gain
-        if self._lit is None or self._lit[0] is not albedo or self._lit[1] != level:  # a still scene is lit once
-            self._lit = (albedo, level, light_up(albedo, s.light, level, s.vignette))
-        frame = self._lit[2]
-        if n.shake_px > 0:  # a sub-pixel shift (bicubic: bilinear would blur every frame)
-            dx, dy = (self.np_rng.uniform(-n.shake_px, n.shake_px) for _ in range(2))
-            m = np.float32([[1, 0, dx], [0, 1, dy]])
-            frame = cv2.warpAffine(frame, m, frame.shape[1::-1], flags=cv2.INTER_CUBIC,
-                                   borderMode=cv2.BORDER_REFLECT)
-        if glare_on is not None:
-            frame = _add_glare(frame, glare_on, self.rng)
-        if n.noise > 0:  # a window at a random place of a noise field twice the frame's size (fast)
-            h, w = frame.shape[:2]
-            if self._noise is None:
-                self._noise = self.np_rng.standard_normal((2 * h, 2 * w, 3), dtype=np.float32) * n.noise
-            y, x = int(self.np_rng.integers(0, h)), int(self.np_rng.integers(0, w))
-            frame = np.clip(frame + self._noise[y:y + h, x:x + w], 0, 255).astype(np.uint8)
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        self.count += 1
-
-
-def _add_glare(image: np.ndarray, where: np.ndarray, rng: random.Random) -> np.ndarray:
-    """A specular highlight centred somewhere on ``where`` (HxW coverage), clipped white."""
-    h, w = image.shape[:2]
-    ys, xs = np.nonzero(where > 0.5)
-    if len(xs):
-        i = rng.randrange(len(xs))
-        center = (int(xs[i]), int(ys[i]))
-    else:
-        center = (rng.randint(w // 3, 2 * w // 3), rng.randint(h // 3, 2 * h // 3))
-    out = image.copy()
-    cv2.ellipse(out, center, (w // 5, h // 5), rng.randint(0, 180), 0, 360, (255, 255, 255), -1)
-    return out
-
-
 def render(items: list[SceneItem], out, *, board: np.ndarray | None = None, stage: Stage | None = None,
            timing: Timing = Timing(), light_change_after: int | None = None, seed: int = 0,
            noise: float = 2.0, nuisances: Nuisances | None = None, events: list[dict] | None = None) -> list[dict]:
@@ -282,7 +167,7 @@ def render(items: list[SceneItem], out, *, board: np.ndarray | None = None, stag
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), timing.fps, (w, h))
     if not writer.isOpened():
         raise DataError(f"{out}: cannot write video")
-    cam = _Camera(writer, stage, nuisances, timing.fps, seed)
+    cam = SceneCamera(writer, stage, timing.fps, seed, shake_px=nuisances.shake_px, noise=nuisances.noise)
     truth: list[dict] = []
     try:
         _play(cam, items, stage, timing, nuisances, truth, [] if events is None else events)
@@ -291,7 +176,7 @@ def render(items: list[SceneItem], out, *, board: np.ndarray | None = None, stag
     return truth
 
 
-def _play(cam: _Camera, items: list[SceneItem], stage: Stage, timing: Timing, nuisances: Nuisances,
+def _play(cam: SceneCamera, items: list[SceneItem], stage: Stage, timing: Timing, nuisances: Nuisances,
           truth: list[dict], events: list[dict]) -> None:
     h, w = stage.board.shape[:2]
     board = stage.board
@@ -336,7 +221,7 @@ def _play(cam: _Camera, items: list[SceneItem], stage: Stage, timing: Timing, nu
         _gap(cam, number, board, timing, nuisances, events, lead_in=item.kind == "at_start")
 
 
-def _gap(cam: _Camera, number: int, board: np.ndarray, timing: Timing, nuisances: Nuisances,
+def _gap(cam: SceneCamera, number: int, board: np.ndarray, timing: Timing, nuisances: Nuisances,
          events: list[dict], lead_in: bool) -> None:
     """The empty board after item ``number``: light changes and hands passing, if any."""
     h, w = board.shape[:2]

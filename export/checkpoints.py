@@ -1,0 +1,93 @@
+"""A training run's checkpoint (OUTPUT_DIR/checkpoint.pth, rewritten after every epoch): the
+weights and their EMA, the distillation projector, the optimiser's and scheduler's states, the
+RNG states, the history so far, and the arguments it was trained with, paths as strings.
+``train --resume`` continues from it only with the same :data:`RESUME_KEYS` arguments, and an
+interrupted and resumed run ends where one run would. Read with
+:func:`export.models.load_checkpoint`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from export.models import unfit
+
+#: Arguments that change the optimisation or the data: a resumed run must keep them.
+RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
+               "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
+               "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
+               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "replay_per_class")
+
+
+#: What a checkpoint written before --flatfield/--relight-prob existed was trained with.
+PRE_FLATFIELD_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0}
+
+
+def resume_mismatches(saved: dict, args) -> list[str]:
+    """``key=saved, not now`` for each RESUME_KEYS argument that differs from the checkpoint's
+    (keys an older checkpoint lacks are not compared)."""
+    def plain(key, v):
+        if key == "teacher" and isinstance(v, (str, Path)):  # checkpoints from before several teachers
+            v = [v]
+        if isinstance(v, (list, tuple)):
+            return tuple(plain(None, x) for x in v)
+        return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
+
+    saved = {**PRE_FLATFIELD_DEFAULTS, **saved}  # checkpoints from before board normalisation
+    now = plain_args(args)
+    return [f"{k}={saved[k]}, not {now[k]}" for k in RESUME_KEYS
+            if k in saved and k in now and plain(k, saved[k]) != plain(k, now[k])]
+
+
+def plain_args(args) -> dict:
+    """The arguments as a checkpoint stores them: paths as strings."""
+    def plain(v):
+        return str(v) if isinstance(v, Path) else [plain(x) for x in v] if isinstance(v, list) else v
+
+    return {k: plain(v) for k, v in vars(args).items()}
+
+
+def checkpoint_state(*, epoch: int, args, model, ema, projector, optimizer, scheduler, split, contract,
+                     history: list[dict], device: torch.device) -> dict:
+    """Everything a checkpoint holds after ``epoch`` (from 0)."""
+    return {
+        "model": model.state_dict(),
+        "model_ema": ema.module.state_dict() if ema is not None else None,
+        "model_ema_full": ema.state_dict() if ema is not None else None,
+        "projector": projector.state_dict() if projector is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "args": plain_args(args),
+        "classes": list(split.classes),
+        "contract": contract.to_json(),
+        "split_sha256": split.sha256,
+        "history": history,
+        "rng_state": torch.get_rng_state(),
+        "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def resume(ckpt: dict, path: Path, device: torch.device, *, model, ema, projector, optimizer,
+           scheduler) -> tuple[int, list[dict]]:
+    """Load the checkpoint's states into the run's and restore its RNG states; the epoch to
+    start at and the history so far."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if ema is not None and ckpt.get("model_ema_full"):
+            ema.load_state_dict(ckpt["model_ema_full"])
+        if projector is not None and ckpt.get("projector"):
+            projector.load_state_dict(ckpt["projector"])
+        start_epoch, history = ckpt["epoch"] + 1, ckpt.get("history", [])
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError) as exc:
+        raise unfit(path, exc, "cannot resume from this checkpoint") from None
+    if ckpt.get("rng_state") is not None:  # older checkpoints lack it: carry on without
+        torch.set_rng_state(ckpt["rng_state"])
+    if device.type == "cuda" and ckpt.get("cuda_rng_state") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng_state"], device)
+    print(f"resumed from {path} at epoch {start_epoch}")
+    return start_epoch, history

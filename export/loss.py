@@ -1,0 +1,52 @@
+"""The student's loss on one augmented batch.
+
+Soft cross-entropy on the (mixed, label-smoothed) labels. With teachers (knowledge
+distillation, ``train --teacher CKPT``, repeatable), the teachers label the very same augmented
+(and mixed) batch the student sees (several teachers: the mean of their softened probabilities),
+and the student also matches the teachers' pooled features (concatenated, so a teacher with
+larger features weighs more in the cosine; the ensembles here are of one architecture) through
+a projection used only in training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from export.data import mixup, resize_batch
+from export.models import forward_features
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+@torch.no_grad()
+def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble's soft labels (mean of each teacher's softmax at ``temperature``) and its
+    pooled features (each teacher's, concatenated)."""
+    probs, features = [], []
+    for teacher in teachers:
+        t_logits, t_features = forward_features(teacher, x)
+        probs.append(F.softmax(t_logits.float() / temperature, 1))
+        features.append(t_features.float())
+    return torch.stack(probs).mean(0), torch.cat(features, 1)
+
+
+def compute_loss(model, projector, teachers, images, labels, size_hw, augment, args, device):
+    x = augment(images)
+    y = F.one_hot(labels, num_classes=args.num_classes).float()
+    x, y = mixup(x, y, args.mixup)
+    x = x.to(device, memory_format=torch.channels_last)
+    y = y.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+        logits, features = forward_features(model, resize_batch(x, size_hw))
+        loss = (1 - args.kd_weight if teachers else 1.0) * soft_cross_entropy(logits, y, args.label_smoothing)
+        if teachers:
+            t = args.kd_temperature
+            t_probs, t_features = teacher_targets(teachers, x, t)
+            kd = F.kl_div(F.log_softmax(logits.float() / t, 1), t_probs, reduction="batchmean") * t * t
+            cos = F.cosine_similarity(projector(features).float(), t_features, dim=1)
+            loss = loss + args.kd_weight * kd + args.feature_weight * (1 - cos).mean()
+    return loss
