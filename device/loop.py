@@ -28,7 +28,7 @@ from device.classifier import Classifier
 from device.config import Config, routing_problems
 from device.deciding import Actuation, Decider, Outcome
 from device.decision import RunSummary
-from device.errors import ActuatorError, CalibrationError, CameraError, ModelError
+from device.errors import ActuatorError, CalibrationError, CameraError
 from device.frame_checks import FrameChecks
 from device.gate import ExposureGate, GateVerdict, board_stats
 from device.indicator import Indicator
@@ -41,9 +41,6 @@ from device.sortlog import SortLog
 from device.stuck_watch import StuckWatch
 
 log = logging.getLogger(__name__)
-
-MAX_MODEL_FAILURES_IN_A_ROW = 3  # then the run ends with ModelError (exit 79)
-
 
 class Sorter:
     def __init__(self, config: Config, *, camera: Camera, classifier: Classifier, actuators: BinActuators,
@@ -92,8 +89,8 @@ class Sorter:
         self._ready_sent, self._status_at_s, self._watchdog_s = False, None, None
         self.stuck = StuckWatch(config.presence.stuck_warn_s)
         self.recorder = Recorder(sortlog=sortlog, summary=self.summary, capture=self.capture, indicator=indicator,
-                                 fallback_bin=config.routing.fallback_bin, model_sha256=classifier.sha256)
-        self._model_failures = 0  # items in a row the classifier failed on
+                                 stuck=self.stuck, fallback_bin=config.routing.fallback_bin,
+                                 model_sha256=classifier.sha256)
         for problem in routing_problems(config, classifier.classes):
             log.warning("%s", problem)
 
@@ -312,24 +309,8 @@ class Sorter:
 
     def _record_all(self, outcomes: list[Outcome], *, raise_errors: bool = True) -> None:
         """Every outcome's record first; then the first error among them ends the run."""
-        errors = [error for outcome in outcomes if (error := self._record(outcome)) is not None]
+        errors = [error for outcome in outcomes
+                  if (error := self.recorder.record(outcome, calibration_id=self.calibration_id,
+                                                    now_s=self._actuator_time_s(outcome.source_time_s)))]
         if errors and raise_errors:
             raise errors[0]
-
-    def _record(self, outcome: Outcome) -> Exception | None:
-        """One record for a decided item; then what should end the run, if anything (its
-        actuator failed, or the classifier failed on too many items in a row)."""
-        decision = outcome.decision
-        self._model_failures = self._model_failures + 1 if decision.model_error else 0
-        self.recorder.record(outcome, calibration_id=self.calibration_id,
-                             now_s=self._actuator_time_s(outcome.source_time_s))
-        if outcome.event in ("left", "stopped"):
-            self.stuck.forget()
-        else:
-            self.stuck.sorted(outcome.item.number, decision.bin, outcome.source_time_s)
-        if outcome.actuator_error is not None:
-            return outcome.actuator_error
-        if self._model_failures >= MAX_MODEL_FAILURES_IN_A_ROW:  # not a bad item: a broken model
-            return ModelError(f"the classifier failed on {self._model_failures} items in a row; "
-                              f"the last: {decision.model_error}")
-        return None
