@@ -84,11 +84,6 @@ class Decider:
         self.inference_ms: deque[float] = deque(maxlen=1000)  # the latest jobs' times (the bench reads them)
 
     @property
-    def deciding(self) -> bool:
-        """True while a decided item waits for its classification."""
-        return bool(self._pending)
-
-    @property
     def waiting(self) -> int:
         """Decided items whose outcome has not been taken yet."""
         return len(self._pending)

@@ -250,7 +250,7 @@ class Sorter:
             self._count_reject(verdict)
         self._follow_item(image, verdict, update, t)
         self._record_all(self.decider.advance(self._item, t))
-        if self.decider.deciding and not self.stuck.stuck:
+        if self.decider.waiting and not self.stuck.stuck:  # a decided item waits for its classification
             self.state = "deciding"
         if self.indicator:
             self.indicator.show_state(self.state, self._actuator_time_s(t))
