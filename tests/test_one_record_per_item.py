@@ -75,9 +75,9 @@ def test_an_item_at_rest_under_camera_shake_settles_in_settle_s(scene_config, co
     settled them, so they left without a record)."""
     board = make_board(seed=5)
     items = [SceneItem(striped_item(board, RED), "cardboard"), SceneItem(striped_item(board, BLUE), "metal")]
-    truth = render(items, tmp_path / "shake.mp4", board=board, timing=Timing(fps=FPS, still_s=1.2), seed=5,
+    truth = render(items, tmp_path / "shake.mkv", board=board, timing=Timing(fps=FPS, still_s=1.2), seed=5,
                    nuisances=Nuisances(shake_px=1.5, noise=3.0, motion_blur=True))
-    summary, records = sort_video(scene_config, colour_model_path, tmp_path / "sort.jsonl", tmp_path / "shake.mp4")
+    summary, records = sort_video(scene_config, colour_model_path, tmp_path / "sort.jsonl", tmp_path / "shake.mkv")
 
     assert [(r["label"], r["bin"], r["settled"]) for r in records] == [("cardboard", "paper", True),
                                                                       ("metal", "metal", True)]
@@ -135,9 +135,9 @@ def test_hands_passing_and_light_changing_over_the_empty_board_are_no_items(scen
     nuisances = Nuisances(shake_px=1.0, noise=3.0, hands=(1, 2),
                           light_changes=((1, 0.7, 0.0), (1, 1.0, 1.0), (2, 1.3, 0.0)))
     events: list[dict] = []
-    render(items, tmp_path / "room.mp4", board=board, timing=Timing(fps=FPS, still_s=1.2), seed=8,
+    render(items, tmp_path / "room.mkv", board=board, timing=Timing(fps=FPS, still_s=1.2), seed=8,
            nuisances=nuisances, events=events)
-    summary, records = sort_video(scene_config, colour_model_path, tmp_path / "sort.jsonl", tmp_path / "room.mp4")
+    summary, records = sort_video(scene_config, colour_model_path, tmp_path / "sort.jsonl", tmp_path / "room.mkv")
 
     assert [e["event"] for e in events] == ["light", "light", "hand", "light", "hand"]
     assert [(r["label"], r["settled"]) for r in records] == [("cardboard", True), ("metal", True)]

@@ -24,18 +24,6 @@ SKIPS: dict[str, str] = {
         "kill() has returned; the test checks the handler ran right after os.kill, as Linux does",
 }
 
-#: tests that fail under the emulator for a reason not yet told apart from a real aarch64
-#: difference: expected to fail here (reported as xfailed/XPASS, never hidden), to check on a Pi
-XFAILS: dict[str, str] = {
-    "tests/test_one_record_per_item.py::test_an_item_at_rest_under_camera_shake_settles_in_settle_s":
-        "the first item gets settled=false as a Cortex-A72 under qemu; passes on x86 with the "
-        "Pi's numpy 1.26.4 / opencv 4.11.0: aarch64 arithmetic or the emulator's speed? check on a Pi",
-    "tests/test_one_record_per_item.py::test_hands_passing_and_light_changing_over_the_empty_board_are_no_items":
-        "the first item gets settled=false as a Cortex-A72 under qemu; passes on x86 with the "
-        "Pi's numpy 1.26.4 / opencv 4.11.0: aarch64 arithmetic or the emulator's speed? check on a Pi",
-}
-
-
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("WASTE_SORTER_EMULATED") != "1":
         return
@@ -46,8 +34,4 @@ def pytest_collection_modifyitems(config, items):
         for prefix, reason in SKIPS.items():
             if matches(item.nodeid, prefix):
                 item.add_marker(pytest.mark.skip(reason=f"arm64 lane (proot + qemu-user): {reason}"))
-                break
-        for prefix, reason in XFAILS.items():
-            if matches(item.nodeid, prefix):
-                item.add_marker(pytest.mark.xfail(reason=f"arm64 lane (proot + qemu-user): {reason}", strict=False))
                 break

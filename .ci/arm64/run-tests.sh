@@ -61,7 +61,8 @@ if [[ " $STEPS " == *" scene "* ]]; then
     GPIOZERO_PIN_FACTORY=mock "$HOST_PY" -m device.cli run --source "$scene/scene.mp4" --log "$scene/sort-x86.jsonl" \
         > "$scene/run-x86.txt" 2>&1 || { tail "$scene/run-x86.txt"; status=1; }
     mark "scene: sort as cortex-a72"
-    .ci/arm64/enter.sh --cpu cortex-a72 python -m device.cli run --source "$scene/scene.mp4" \
+    # -X faulthandler: a crash in the interpreter or an extension prints the Python stack too
+    .ci/arm64/enter.sh --cpu cortex-a72 python -X faulthandler -m device.cli run --source "$scene/scene.mp4" \
         --log "$scene/sort-a72.jsonl" > "$scene/run-a72.txt" 2>&1
     rc=$?
     grep -v cpuinfo "$scene/run-a72.txt" | tail -n 25
