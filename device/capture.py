@@ -5,9 +5,10 @@ An item is captured when its decision was below ``capture.min_confidence`` (defa
 routing threshold; ``why = "uncertain"``) or when it is the Nth item offered (``sample_every``;
 ``why = "sample"``), so that the labelled set also holds items the model gets right. The loop
 calls :meth:`CaptureWriter.offer` once per item: it decides, assigns the capture id at once (the
-sort record names it) and queues the write for the writer's own thread. It never waits: a full
-queue drops the capture (counted; one warning a minute), a full disk is one warning a minute,
-and the folder is kept under ``max_mb`` by deleting the oldest captures.
+sort record names it; never reused: :mod:`device.capture_ids`) and queues the write for the
+writer's own thread. It never waits: a full queue drops the capture (counted; one warning a
+minute), a full disk is one warning a minute, and the folder is kept under ``max_mb`` by
+deleting the oldest captures.
 
     with CaptureWriter.from_config(config, classes=classifier.classes, model_sha256=classifier.sha256) as capture:
         ...  record = replace(record, capture_id=capture.offer(record, frames))
@@ -15,7 +16,6 @@ and the folder is kept under ``max_mb`` by deleting the oldest captures.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import queue
@@ -29,8 +29,9 @@ import cv2
 import numpy as np
 
 from device.atomic import clean_stray_temps
-from device.capture_store import (WRITER_LOCK, capture_sizes, delete_capture, folder_files, frame_name,
-                                  highest_id, sidecar_body, sidecar_name, write_file)
+from device.capture_ids import CaptureIds
+from device.capture_store import (capture_sizes, delete_capture, folder_files, frame_name, lock_for_writing,
+                                  sidecar_body, sidecar_name, write_file)
 from device.config import Config
 from device.errors import DataError, first_line
 from device.safe_open import show_path
@@ -52,7 +53,7 @@ class CaptureCounts:
     queued: int = 0  # captures decided and queued (ids handed out)
     written: int = 0
     dropped: int = 0  # the queue was full: not captured
-    failed: int = 0  # could not be written (disk full, folder gone)
+    failed: int = 0  # could not be written (disk full, folder gone), or no id reserved for it
     deleted: int = 0  # oldest captures deleted to stay under max_mb
 
 
@@ -76,9 +77,9 @@ class CaptureWriter:
         self._counts = CaptureCounts()
         self._counts_lock = threading.Lock()
         self._last_warned: dict[str, float] = {}
-        self._lock_fd: int | None = None
+        self._lock_fd: int | None = None  # the folder's writer lock, let go by the writer thread as it ends
         self._thread: threading.Thread | None = None
-        self._next_id = 1
+        self._ids: CaptureIds | None = None
         self._closed = False
         self.enabled = enabled and self._open()  # capturing in this run
 
@@ -109,7 +110,12 @@ class CaptureWriter:
         why = self._why(event, self._counts.offered)
         if not why or not frames:
             return ""
-        capture_id = self._next_id
+        capture_id = self._ids.peek()
+        if capture_id is None:  # the writer could not reserve more ids (disk full): never an unrecorded one
+            self._count(failed=1)
+            self._warn("ids", "no capture id reserved in %s: item %d not captured", show_path(self.folder),
+                       event.item)
+            return ""
         try:
             self._queue.put_nowait((capture_id, why, event, list(frames)))
         except queue.Full:
@@ -117,7 +123,7 @@ class CaptureWriter:
             self._warn("queue", "capture queue full (%d waiting): item %d not captured, %d dropped so far",
                        self._queue.qsize(), event.item, self._counts.dropped)
             return ""
-        self._next_id += 1
+        self._ids.advance()
         self._count(queued=1)
         return str(capture_id)
 
@@ -143,22 +149,25 @@ class CaptureWriter:
 
     def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
         """Write what is queued, waiting at most ``timeout_s``; captures still queued then are
-        lost (said once). Nothing is captured afterwards."""
+        lost (said once). Nothing is captured afterwards. The folder's writer lock is the writer
+        thread's: it is held until that thread has ended, however long after this."""
         self._closed = True
-        if self._thread is not None:
-            deadline = time.monotonic() + timeout_s
-            try:
-                self._queue.put(None, timeout=timeout_s)
-            except queue.Full:
-                pass
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-            if self._thread.is_alive():
-                log.warning("capture writer still busy after %.0f s at exit: about %d queued capture(s) lost",
-                            timeout_s, self._queue.qsize())
-            self._thread = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self._ids.release_unused()  # no id is handed out any more
+        except OSError:
+            pass  # the ids reserved are simply never used
+        if self._thread.is_alive():
+            log.warning("capture writer still busy after %.0f s at exit: about %d queued capture(s) lost",
+                        timeout_s, self._queue.qsize())
+        self._thread = None
 
     def __enter__(self) -> "CaptureWriter":
         return self
@@ -168,29 +177,20 @@ class CaptureWriter:
 
     # -- start ----------------------------------------------------------------------------
     def _open(self) -> bool:
-        """Create the folder, take its writer lock, find the next id, start the thread; False
+        """Create the folder, take its writer lock, reserve ids, start the thread; False
         (with one warning) when the folder cannot be used: sorting goes on without captures."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
+            self._lock_fd = lock_for_writing(self.folder)
+            if self._lock_fd is None:
+                log.warning("capture folder %s is in use by another sorter: not capturing in this run",
+                            show_path(self.folder))
+                return False
+            self._ids = CaptureIds(self.folder, block=4 * self._queue.maxsize)
+        except (OSError, DataError) as exc:  # cannot be made or read; its id mark cannot be written
             log.warning("capture folder %s cannot be used (%s): not capturing", show_path(self.folder),
-                        exc.strerror or exc)
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            log.warning("capture folder %s is in use by another sorter: not capturing in this run",
-                        show_path(self.folder))
-            return False
-        self._lock_fd = fd
-        try:
-            self._next_id = highest_id(self.folder) + 1
-        except Exception as exc:  # an unreadable folder: DataError, and the rare OSError
-            log.warning("capture folder %s cannot be read (%s): not capturing", show_path(self.folder), exc)
-            os.close(fd)
-            self._lock_fd = None
+                        getattr(exc, "strerror", None) or exc)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             return False
         self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
         self._thread.start()
@@ -202,6 +202,12 @@ class CaptureWriter:
     # -- the writer thread ----------------------------------------------------------------
     def _run(self) -> None:
         try:
+            self._write_queued()
+        finally:  # another sorter may capture into the folder only once nothing here writes to it
+            os.close(self._lock_fd)
+
+    def _write_queued(self) -> None:
+        try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
         except (OSError, AttributeError):  # refused (systemd's ~@resources filter): same priority
             pass
@@ -212,6 +218,11 @@ class CaptureWriter:
                         show_path(self.folder), exc)
             sizes = {}
         while (job := self._queue.get()) is not None:
+            try:
+                self._ids.reserve_ahead()  # ids for the loop, well before it needs them
+            except OSError as exc:
+                self._warn("reserve", "capture ids cannot be reserved in %s (%s)", show_path(self.folder),
+                           exc.strerror or exc)
             capture_id, why, event, frames = job
             try:
                 written = self._write(capture_id, why, event, frames)

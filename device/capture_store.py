@@ -7,6 +7,8 @@
                                      without it is incomplete and not listed)
     DIR/labels.json                  {"17": "glass", "18": "skip"}: written by `captures label`
                                      only, so the sorter and a person never write the same file
+    DIR/.last-id                     the highest capture id handed out or reserved
+                                     (:mod:`device.capture_ids`)
 
 Capture ids are whole numbers counted up per folder (the oldest capture has the lowest), so
 they are short to type after reading them off a contact sheet. A sidecar or labels file that is
@@ -29,6 +31,7 @@ from device import safe_json
 from device.atomic import write_bytes
 from device.errors import DataError
 from device.safe_open import MiB, exists_entry, read_regular, show_path
+from device.schema import short
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ SKIP = "skip"  # the label of a capture that shows no item worth learning from
 MAX_SIDECAR_BYTES = 256 * 1024  # a sidecar is about 1 KiB
 MAX_LABELS_BYTES = 64 * MiB
 _NAME = re.compile(r"^(\d{1,12})(?:-(\d{1,3}))?\.(json|jpg)$")
+_ID_KEY = re.compile(r"\d{1,12}", re.ASCII)
 
 
 def frame_name(capture_id: int, k: int) -> str:
@@ -187,18 +191,54 @@ def _read_sidecar(path: Path, capture_id: int) -> Capture:
 
 def read_labels(folder: Path) -> dict[int, str]:
     """``labels.json``: capture id -> label; {} when there is none yet. A damaged file is a
-    DataError (labelling on top of it would lose the labels it held)."""
+    DataError (labelling on top of it would lose the labels it held), an entry that is not
+    ``"ID": "CLASS"`` included: left out, it would be gone at the next rewrite."""
     path = Path(folder) / LABELS_FILE
     if not exists_entry(path):
         return {}
     try:
         body = safe_json.loads(read_regular(path, what="labels file", error=DataError, limit_bytes=MAX_LABELS_BYTES))
-        if not isinstance(body, dict):
-            raise ValueError
-        return {int(k): str(v) for k, v in body.items() if isinstance(v, str)}
-    except ValueError:
-        raise DataError(f"{show_path(path)}: labels file is damaged (expected {{\"ID\": \"CLASS\", ...}}); "
-                        "move it aside to start labelling afresh") from None
+        problem = "" if isinstance(body, dict) else "not an object"
+    except ValueError as exc:
+        problem = str(exc)
+    if not problem:
+        bad = [k for k, v in body.items() if not (_ID_KEY.fullmatch(k) and isinstance(v, str))]
+        problem = f"entry {short(bad[0], 40)}: {short(body[bad[0]], 40)}" if bad else ""
+    if problem:
+        raise DataError(f"{show_path(path)}: labels file is damaged ({problem}; expected {{\"ID\": \"CLASS\", ...}}); "
+                        "move it aside to start labelling afresh")
+    return {int(k): v for k, v in body.items()}
+
+
+def label_problem(label: str, classes: tuple[str, ...]) -> str | None:
+    """Why ``label`` cannot label a capture the model of ``classes`` decided (None: it can). A
+    label is "skip" or one of the classes, and a plain folder name: the export makes a folder
+    of it, which must lie in the export (no "/", "..") and be seen by training (no leading ".")."""
+    if label == SKIP:
+        return None
+    if label not in classes:
+        return f"{label!r} is not a class of the model that decided it ({', '.join(classes)}) or '{SKIP}'"
+    if not is_folder_name(label):
+        return f"{label!r} cannot be a class folder's name (empty, a leading '.', '/' or a NUL)"
+    return None
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` is one plain, visible folder name (not "", ".", ".." or "a/b")."""
+    return 0 < len(name) <= 255 and not name.startswith(".") and "/" not in name and "\x00" not in name
+
+
+def lock_for_writing(folder: Path) -> int | None:
+    """Make ``folder`` and take its writer lock: the descriptor that holds it (closing it lets
+    go), or None when another sorter holds it. OSError when the folder cannot be made."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(folder) / WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @contextmanager

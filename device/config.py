@@ -202,10 +202,17 @@ def _check_timing(config: Config) -> None:
     if config.presence.max_settle_s <= config.presence.settle_s:
         raise ConfigError(f"presence.max_settle_s: {config.presence.max_settle_s} must be longer than "
                           f"presence.settle_s ({config.presence.settle_s})")
-    longest_s = max((max(b.hold_ms, b.pulse_ms) / 1000 for b in config.bins.values()), default=0.0)
+    longest_s = max((_actuation_s(config, b) for b in config.bins.values()), default=0.0)
     if 0 < config.presence.stuck_warn_s <= longest_s + config.presence.clear_s:
         raise ConfigError(f"presence.stuck_warn_s: {config.presence.stuck_warn_s} must be 0 (off) or longer than "
                           f"the longest bin hold/pulse plus presence.clear_s ({longest_s + config.presence.clear_s:g} s)")
+
+
+def _actuation_s(config: Config, bin_: BinConfig) -> float:
+    """How long routing to ``bin_`` drives its actuator (device/actuators.py): a servo holds the
+    bin angle ``hold_ms``, a pulse output is on ``pulse_ms``; the other setting is unused."""
+    servo = config.actuators[bin_.actuator].type == "servo"
+    return (bin_.hold_ms if servo else bin_.pulse_ms) / 1000
 
 
 def _check_routing(config: Config) -> None:

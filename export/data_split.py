@@ -21,7 +21,8 @@ from pathlib import Path
 
 from device.atomic import write_bytes
 from device.errors import DataError
-from export.split import SUBSETS, Split, load_or_make_split, load_split, make_split, split_from_body
+from device.safe_open import exists_entry, show_path
+from export.split import SUBSETS, Split, folder_manifests, make_split, read_manifest, split_from_body
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,6 @@ class DataSplit:
         if len(self.folders) == 1:
             return self.folders[0].sha256
         return hashlib.sha256(json.dumps([s.sha256 for s in self.folders]).encode()).hexdigest()
-
-    @property
-    def seed(self) -> int:
-        return self.folders[0].seed
 
     def folder_paths(self, index: int, subset: str) -> list[tuple[Path, int]]:
         """One folder's photos of ``subset``, with class indices into :attr:`classes`."""
@@ -94,47 +91,48 @@ def _spread(items: list, n: int) -> list:
 
 def load_data_split(path: Path, roots: list[Path]) -> DataSplit:
     """The split of ``roots`` in the manifest ``path`` (one folder's, or several's in order)."""
-    roots = [Path(r) for r in roots]
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
-    if not (isinstance(raw, dict) and "folders" in raw):
+    return data_split_from_manifest(read_manifest(path), path, [Path(r) for r in roots])
+
+
+def data_split_from_manifest(raw: dict, path: Path, roots: list[Path]) -> DataSplit:
+    """The split of ``roots`` a manifest's content (:func:`export.split.read_manifest`) describes."""
+    bodies = folder_manifests(raw, path)
+    if "folders" not in raw:
         if len(roots) != 1:
-            raise DataError(f"{path}: a split of one data folder, but {len(roots)} --data folders were given; "
-                            "give the split.json train wrote for these folders")
-        return DataSplit((load_split(path, roots[0]),))
-    bodies = raw["folders"]
-    if not isinstance(bodies, list) or len(bodies) != len(roots):
-        count = len(bodies) if isinstance(bodies, list) else "?"
-        raise DataError(f"{path}: a split of {count} data folders, but {len(roots)} --data folders were given "
-                        "(give them in the order train had them)")
+            raise DataError(f"{show_path(path)}: a split of one data folder, but {len(roots)} --data folders were "
+                            "given; give the split.json train wrote for these folders")
+        return DataSplit((split_from_body(raw, roots[0], path),))
+    if len(bodies) != len(roots):
+        raise DataError(f"{show_path(path)}: a split of {len(bodies)} data folders, but {len(roots)} --data folders "
+                        "were given (give them in the order train had them)")
     split = DataSplit(tuple(split_from_body(body, root, path) for body, root in zip(bodies, roots)))
     if raw.get("sha256") != split.sha256:
-        raise DataError(f"{path}: split manifest hash does not match its folders")
+        raise DataError(f"{show_path(path)}: split manifest hash does not match its folders")
     return split
 
 
 def split_for_training(path: Path, out_path: Path, roots: list[Path], *, val_frac: float, test_frac: float,
                        seed: int) -> DataSplit:
-    """The split ``train`` uses. One folder: the manifest at ``path``, made there if missing.
-    Several: a manifest of as many folders at ``path`` is used as it is; a one-folder manifest
-    there is the first folder's (the others are split afresh: capture exports by item); the
-    result is saved at ``out_path``, which ``export`` and ``quantize`` then take."""
-    roots = [Path(r) for r in roots]
-    if len(roots) == 1:
-        return DataSplit((load_or_make_split(path, roots[0], val_frac=val_frac, test_frac=test_frac, seed=seed),))
-    if Path(path).exists():
-        try:
-            several = "folders" in json.loads(Path(path).read_text())
-        except (OSError, ValueError, TypeError) as exc:
-            raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
-        if several:
-            return load_data_split(path, roots)
-        first = load_split(path, roots[0])
+    """The split ``train`` uses. The manifest at ``path`` when it exists: one of as many folders
+    is used as it is; a one-folder manifest with several folders is the first folder's (the
+    others are split afresh: capture exports by item). Without one, every folder is split afresh
+    and the manifest saved at ``path``. The split used is always saved at ``out_path`` too,
+    which ``export`` and ``quantize`` then take."""
+    path, out_path, roots = Path(path), Path(out_path), [Path(r) for r in roots]
+    if exists_entry(path):
+        raw = read_manifest(path)
+        as_is = "folders" in raw or len(roots) == 1  # the manifest at path is the whole split
+        if as_is:
+            split = data_split_from_manifest(raw, path, roots)
+        else:
+            split = DataSplit((split_from_body(raw, roots[0], path),
+                               *[make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed)
+                                 for root in roots[1:]]))
     else:
-        first = make_split(roots[0], val_frac=val_frac, test_frac=test_frac, seed=seed)
-    rest = [make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed) for root in roots[1:]]
-    split = DataSplit((first, *rest))
-    split.save(Path(out_path) if Path(path).exists() else Path(path))
+        split = DataSplit(tuple(make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed)
+                                for root in roots))
+        split.save(path)
+        as_is = True
+    if not (as_is and out_path.resolve() == path.resolve()):
+        split.save(out_path)
     return split

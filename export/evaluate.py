@@ -99,6 +99,6 @@ def main(args) -> int:
             for condition, e in {None: result, **relit}.items():
                 for path in write_plots(e, args.out_dir, condition):
                     log.info("wrote %s", path)
-        except OSError as exc:  # the result is printed already: a lost PNG is only a warning
+        except (OSError, DataError) as exc:  # printed already: a lost PNG (or photo on it) is only a warning
             log.warning("could not write the PNGs to %s (%s)", args.out_dir, exc)
     return 0

@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device import safe_json
 from device.atomic import write_bytes
 from device.commands.capture_export import exported_item, is_capture_export
 from device.errors import DataError
+from device.safe_open import MiB, read_regular, show_path
+from device.schema import short
 
 SUBSETS = ("train", "val", "test")
+METHODS = ("shuffle", "item")  # a split per class with the seed; device photos by capture
+MAX_MANIFEST_BYTES = 256 * MiB  # TrashNet's is 90 KB; a folder of 100,000 device photos about 6 MB
 #: Photo suffixes, as torchvision's ImageFolder (matched in any case).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -150,38 +155,73 @@ def make_item_split(root: Path, *, val_frac: float, test_frac: float) -> Split:
     return Split(root=root, classes=classes, files=frozen, seed=0, method="item")
 
 
-def load_split(path: Path, root: Path) -> Split:
-    """Read a manifest and check it against the data folder it describes."""
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The JSON object of a split manifest (one folder's, or several's under "folders"); a
+    DataError naming the file when it cannot be read or is not one."""
+    data = read_regular(path, what="split manifest", error=DataError, limit_bytes=MAX_MANIFEST_BYTES)
     try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
-    if isinstance(raw, dict) and "folders" in raw:
-        raise DataError(f"{path}: a split of {len(raw['folders'])} data folders; give as many --data folders")
+        raw = safe_json.loads(data)
+    except ValueError as exc:
+        raise DataError(f"{show_path(path)}: unreadable split manifest ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{show_path(path)}: unreadable split manifest (not a JSON object)")
+    return raw
+
+
+def folder_manifests(raw: dict[str, Any], path: Path) -> list[Any]:
+    """The one-folder manifests in a manifest: itself, or the list under its "folders"."""
+    if "folders" not in raw:
+        return [raw]
+    bodies = raw["folders"]
+    if not isinstance(bodies, list) or not bodies or not all(isinstance(body, dict) for body in bodies):
+        raise DataError(f"{show_path(path)}: split manifest key 'folders': expected a list of folder manifests, "
+                        f"got {short(bodies)}")
+    return bodies
+
+
+def load_split(path: Path, root: Path) -> Split:
+    """Read a one-folder manifest and check it against the data folder it describes."""
+    raw = read_manifest(path)
+    bodies = folder_manifests(raw, path)
+    if "folders" in raw:
+        raise DataError(f"{show_path(path)}: a split of {len(bodies)} data folders; give as many --data folders")
     return split_from_body(raw, root, path)
 
 
-def split_from_body(raw: Any, root: Path, path: Path) -> Split:
-    """The split a manifest's content describes, checked against its data folder ``root``."""
-    try:
-        classes = tuple(str(c) for c in raw["classes"])
-        files = {s: tuple((str(r), int(lbl)) for r, lbl in raw[s]) for s in SUBSETS}
-        seed = int(raw["seed"])
-        method = str(raw.get("method", "shuffle"))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: unreadable split manifest ({exc})") from exc
-    split = Split(root=Path(root), classes=classes, files=files, seed=seed, method=method)
+def split_from_body(raw: dict[str, Any], root: Path, path: Path) -> Split:
+    """The split a one-folder manifest's content (an object) describes, checked against its
+    data folder ``root``: a DataError naming ``path``, the key and the problem otherwise."""
+    def bad(key: str, problem: str) -> DataError:
+        return DataError(f"{show_path(path)}: split manifest key {key!r}: {problem}")
+
+    for key in ("classes", "seed", *SUBSETS):
+        if key not in raw:
+            raise bad(key, "missing")
+    classes = raw["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", f"expected a list of class names, got {short(classes)}")
+    files = {}
+    for subset in SUBSETS:
+        entries = raw[subset]
+        if not isinstance(entries, list):
+            raise bad(subset, f"expected a list of [path, class index], got {short(entries)}")
+        for entry in entries:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                    and type(entry[1]) is int):
+                raise bad(subset, f"expected [path, class index], got {short(entry)}")
+            if not 0 <= entry[1] < len(classes):
+                raise bad(subset, f"class index {entry[1]} of {short(entry[0])} is not one of the "
+                                  f"{len(classes)} classes (0 to {len(classes) - 1})")
+        files[subset] = tuple((rel, label) for rel, label in entries)
+    if type(raw["seed"]) is not int:
+        raise bad("seed", f"expected a whole number, got {short(raw['seed'])}")
+    method = raw.get("method", "shuffle")
+    if method not in METHODS:
+        raise bad("method", f"expected one of {', '.join(METHODS)}, got {short(method)}")
+    split = Split(root=Path(root), classes=tuple(classes), files=files, seed=raw["seed"], method=method)
     if raw.get("sha256") != split.sha256:
-        raise DataError(f"{path}: split manifest hash does not match its file lists")
+        raise DataError(f"{show_path(path)}: split manifest hash does not match its file lists")
     missing = [rel for s in SUBSETS for rel, _ in files[s] if not (Path(root) / rel).is_file()]
     if missing:
-        raise DataError(f"{path}: {len(missing)} listed photos are missing in {root}, e.g. {missing[0]}")
-    return split
-
-
-def load_or_make_split(path: Path, root: Path, *, val_frac: float, test_frac: float, seed: int) -> Split:
-    if Path(path).exists():
-        return load_split(path, root)
-    split = make_split(Path(root), val_frac=val_frac, test_frac=test_frac, seed=seed)
-    split.save(Path(path))
+        raise DataError(f"{show_path(path)}: {len(missing)} listed photos are missing in {root}, e.g. {missing[0]}")
     return split

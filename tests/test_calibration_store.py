@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device.calibration_file import schema, store
-from device import atomic
+from device import atomic, safe_json
 from device.calibration_file.schema import Calibration
 from device.camera import ExposureControls
 from device.errors import CalibrationError
@@ -71,7 +71,7 @@ def _set(doc: dict, keys: tuple, value) -> dict:
 @pytest.mark.parametrize("keys, value, expected", [
     (("exposure_us",), float("nan"), "not valid JSON"),  # json.dumps writes NaN
     (("analogue_gain",), float("inf"), "not valid JSON"),
-    (("exposure_us",), 10 ** 30, "exposure_us: must be an integer in"),
+    (("exposure_us",), 10 ** 18, "exposure_us: must be an integer in"),
     (("exposure_us",), 8000.5, "exposure_us: must be an integer"),
     (("exposure_us",), True, "exposure_us: must be an integer"),
     (("analogue_gain",), "1.5", "analogue_gain: must be a number"),
@@ -120,8 +120,20 @@ def test_not_a_calibration(tmp_path, text, expected):
 
 def test_overflowing_float_literal(tmp_path):
     text = json.dumps(valid_doc()).replace('"analogue_gain": 1.5', '"analogue_gain": 1e999')
-    with pytest.raises(CalibrationError, match="analogue_gain: must be finite"):
+    with pytest.raises(CalibrationError, match=r"calibration\.json: not valid JSON \(number 1e999 is too large\)$"):
         store.load_calibration(write_doc(tmp_path / "calibration.json", text))
+
+
+@pytest.mark.parametrize("text", ["NaN", '{"exposure_us": -Infinity}', '{"a": ' + "9" * 30 + "}", "[" * 40 + "]" * 40,
+                                  "[" * 100_000, b"\xff\xfe".decode("latin-1"), '{"a": 1'])
+def test_the_json_is_read_by_the_projects_one_strict_reader(tmp_path, text):
+    data = text.encode("latin-1")
+    with pytest.raises(ValueError) as reason:
+        safe_json.loads(data)
+    (tmp_path / "calibration.json").write_bytes(data)
+    with pytest.raises(CalibrationError) as error:
+        store.load_calibration(tmp_path / "calibration.json")
+    assert str(error.value) == f"{tmp_path / 'calibration.json'}: not valid JSON ({reason.value})"
 
 
 def test_missing_key_and_binary_and_missing_file(tmp_path):

@@ -8,6 +8,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import device.capture as capture_module
 from helpers import BLUE, CAPTURE_CLASSES, GREEN, RED, item_on, record
 from device.capture import CaptureWriter
+from device.capture_ids import ID_MARK_FILE, CaptureIds, first_free_id, read_id_mark
 from device.capture_store import LABELS_FILE, read_captures
 from device.config import Config, parse_config
 from device.commands.demo_scene import make_board
@@ -110,8 +114,8 @@ def test_quota_deletes_the_oldest_captures_and_ids_go_on_after_a_restart(tmp_pat
         ids = [w.offer(record(i, 0.9), FRAMES) for i in range(1, 9)]
     assert ids == [str(i) for i in range(1, 9)]
     assert [c.id for c in read_captures(folder)] == [7, 8]
-    assert sorted(p.name for p in folder.iterdir()) == [".writer.lock", "7-1.jpg", "7-2.jpg", "7-3.jpg", "7.json",
-                                                        "8-1.jpg", "8-2.jpg", "8-3.jpg", "8.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [".last-id", ".writer.lock", "7-1.jpg", "7-2.jpg", "7-3.jpg",
+                                                        "7.json", "8-1.jpg", "8-2.jpg", "8-3.jpg", "8.json"]
     assert w.counts.deleted == 6
     assert "is at its quota of " in caplog.text and ": deleting the oldest captures" in caplog.text
     # A restart goes on counting, past the labels too (a label is never inherited by a new capture).
@@ -171,10 +175,10 @@ def test_a_full_disk_loses_captures_with_one_warning_a_minute_and_leaves_no_part
         assert lost == [f"capture 1 not written to {tmp_path / 'caps'} (No space left on device); "
                         "1 capture(s) lost so far"]
         assert w.counts.failed == 3 and w.counts.written == 0
-        assert sorted(p.name for p in (tmp_path / "caps").iterdir()) == [".writer.lock"]  # nothing half-written
-        full[0] = False  # room again: captures come back by themselves
+        assert sorted(p.name for p in (tmp_path / "caps").iterdir()) == [".last-id", ".writer.lock"]  # no half
+        full[0] = False  # room again: captures come back by themselves, and ids 1-3 stay used (records name them)
         with writer(tmp_path / "caps", sample_every=1) as w:
-            assert w.offer(record(4, 0.9), FRAMES) == "1"
+            assert w.offer(record(4, 0.9), FRAMES) == "4"
         assert w.counts.written == 1
 
 
@@ -210,3 +214,68 @@ def test_close_waits_a_bounded_time_and_nothing_is_captured_after_it(tmp_path, m
     assert w.offer(record(3, 0.9), FRAMES) == ""
     gate.opened.set()
     gate.writer.join(10)  # (only so that it does not write into the next test's folders)
+
+
+def test_the_folder_stays_locked_until_the_writer_thread_has_ended(tmp_path, monkeypatch, caplog):
+    gate = Gate(monkeypatch)
+    w = writer(tmp_path / "caps", sample_every=1)
+    assert w.offer(record(1, 0.9), FRAMES) == "1"
+    assert gate.entered.wait(10)
+    w.close(timeout_s=0)  # capture 1 is still being written
+    with writer(tmp_path / "caps", sample_every=1) as second:
+        assert not second.enabled  # two writers of one folder would write the same ids
+    assert "is in use by another sorter" in caplog.text
+    gate.opened.set()
+    gate.writer.join(10)
+    with writer(tmp_path / "caps", sample_every=1) as third:
+        assert third.enabled and third.offer(record(2, 0.9), FRAMES) == "2"
+    assert [c.id for c in read_captures(tmp_path / "caps")] == [1, 2]
+
+
+KILLED_BEFORE_WRITING = """
+import os, signal, sys, threading
+import numpy as np
+import device.capture as capture_module
+from device.sortlog import SortEvent
+
+capture_module.write_file = lambda path, data: threading.Event().wait()  # the disk never gets to it
+writer = capture_module.CaptureWriter(sys.argv[1], sample_every=1)
+item = SortEvent("2024-05-01T10:00:01.000Z", 1.0, 1, "glass", 0.9, (), "glass", "", 1, 0, {}, 1.0, "", "")
+print(writer.offer(item, [np.zeros((48, 64, 3), np.uint8)]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_id_handed_out_before_the_sorter_is_killed_is_never_handed_out_again(tmp_path):
+    folder, repo = tmp_path / "caps", Path(__file__).resolve().parents[1]
+    ids = []
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", KILLED_BEFORE_WRITING, str(folder)], cwd=repo,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == -signal.SIGKILL, run.stderr
+        ids.append(int(run.stdout))  # the sort record named it, but nothing was written
+    assert read_captures(folder) == []
+    with writer(folder, sample_every=1) as w:
+        ids.append(int(w.offer(record(1, 0.9), FRAMES)))
+    assert ids[0] < ids[1] < ids[2]
+
+
+def test_ids_are_on_disk_before_they_are_handed_out_and_a_clean_close_gives_back_the_rest(tmp_path, caplog):
+    ids, handed = CaptureIds(tmp_path, block=4), []
+    for _ in range(10):
+        ids.reserve_ahead()  # as the writer thread does once per capture
+        assert read_id_mark(tmp_path) >= ids.peek()
+        handed.append(ids.peek())
+        ids.advance()
+    assert handed == list(range(1, 11))
+    ids.release_unused()
+    assert read_id_mark(tmp_path) == 10 and first_free_id(tmp_path) == 11
+    again = CaptureIds(tmp_path, block=4)  # the writer thread never reserves more: the ids run out
+    for _ in range(4):
+        again.advance()
+    assert again.peek() is None and read_id_mark(tmp_path) == 14
+    (tmp_path / ID_MARK_FILE).write_text("fourteen")
+    (tmp_path / "12.json").write_text("{}")
+    assert first_free_id(tmp_path) == 13
+    assert "capture id mark is damaged (expected a whole number); counting capture ids from the captures" \
+           in caplog.text

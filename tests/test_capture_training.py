@@ -5,7 +5,9 @@ and the whole path without the loop: capture -> label -> export -> fine-tune the
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from device.commands.demo_scene import make_board
 from device.errors import DataError
 from device.scenes.render import SceneItem, scene_stage, still_view
 from export.data_split import DataSplit, load_data_split, split_for_training
-from export.split import SUBSETS, item_key, make_item_split, make_split
+from export.split import SUBSETS, item_key, load_split, make_item_split, make_split
 
 
 def write_export(root: Path, labels: dict[int, str], frames: int = 3, image=None) -> Path:
@@ -114,6 +116,61 @@ def write_plain(root: Path, counts: dict[str, int]) -> Path:
         for i in range(n):
             cv2.imwrite(str(root / name / f"{i}.png"), np.full((24, 32, 3), 100 + i, np.uint8))
     return root
+
+
+def with_label(manifest: dict, label) -> dict:
+    """``manifest`` with its first train photo's class index set to ``label``, hash made to match."""
+    files = {s: [list(f) for f in manifest[s]] for s in SUBSETS}
+    files["train"][0][1] = label
+    return {**manifest, **files, "sha256": hashlib.sha256(json.dumps(
+        {"classes": manifest["classes"], **files}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()}
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda m: {"folders": 3}, "split manifest key 'folders': expected a list of folder manifests, got 3"),
+    (lambda m: {"folders": [1]}, r"split manifest key 'folders': expected a list of folder manifests, got \[1\]"),
+    (lambda m: b"[" * 100_000, r"unreadable split manifest \(nested more than 32 levels deep\)"),
+    (lambda m: b'{"seed": NaN}', r"unreadable split manifest \(NaN is not a number this project reads\)"),
+    (lambda m: ["a"], r"unreadable split manifest \(not a JSON object\)"),
+    (lambda m: with_label(m, 2), r"split manifest key 'train': class index 2 of 'metal/0\.png' is not one of the 2 "
+                                 r"classes \(0 to 1\)"),
+    (lambda m: with_label(m, -1), "split manifest key 'train': class index -1 of"),
+    (lambda m: with_label(m, "0"), r"split manifest key 'train': expected \[path, class index\], "
+                                   r"got \['metal/0.png', '0'\]"),
+    (lambda m: {**m, "classes": "metal"}, "split manifest key 'classes': expected a list of class names"),
+    (lambda m: {k: v for k, v in m.items() if k != "test"}, "split manifest key 'test': missing"),
+])
+def test_a_bad_split_manifest_is_a_one_line_error_naming_the_file(tmp_path, spoil, message):
+    photos = write_plain(tmp_path / "photos", {"metal": 4, "paper": 4})
+    manifest = make_split(photos, val_frac=0.25, test_frac=0.25, seed=0).body()
+    spoiled = spoil(manifest)
+    path = tmp_path / "split.json"
+    path.write_bytes(spoiled if isinstance(spoiled, bytes) else json.dumps(spoiled).encode())
+    for read in (lambda: load_data_split(path, [photos]), lambda: load_split(path, photos),
+                 lambda: split_for_training(path, tmp_path / "run" / "split.json", [photos], val_frac=0.25,
+                                            test_frac=0.25, seed=0)):
+        with pytest.raises(DataError, match=f"^{re.escape(str(path))}: {message}") as error:
+            read()
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_always_writes_the_split_it_used_where_export_looks(tmp_path):
+    photos = write_plain(tmp_path / "photos", {"metal": 4, "paper": 4})
+    device = write_export(tmp_path / "device", {i: "metal" for i in range(1, 5)})
+    fractions = {"val_frac": 0.25, "test_frac": 0.25, "seed": 0}
+    made, out = tmp_path / "made.json", tmp_path / "run" / "split.json"
+    split = split_for_training(made, out, [photos, device], **fractions)  # --split names a file not there yet
+    assert load_data_split(made, [photos, device]).sha256 == split.sha256  # made there
+    assert load_data_split(out, [photos, device]).sha256 == split.sha256  # and where export looks
+    out.unlink()
+    assert split_for_training(made, out, [photos, device], **fractions).sha256 == split.sha256  # as it is
+    assert load_data_split(out, [photos, device]).sha256 == split.sha256
+    one = tmp_path / "one.json"
+    make_split(photos, **fractions).save(one)
+    out.unlink()
+    assert split_for_training(one, out, [photos], **fractions).sha256 == load_split(one, photos).sha256
+    assert load_data_split(out, [photos]).sha256 == load_split(one, photos).sha256
 
 
 def test_evaluate_reports_device_photos_apart(tmp_path, colour_model_path, capsys):

@@ -5,6 +5,7 @@ decoded with OpenCV, the exported ImageFolder scanned as training scans it)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import pytest
 
 from helpers import BLUE, CAPTURE_CLASSES, GREEN, RED, event, item_on, record, run_logs
 from device.capture import CaptureWriter
+from device.capture_store import capture_id_of, delete_capture
 from device.commands.capture_export import EXPORT_MARKER, is_capture_export
 from device.commands.capture_sheet import COLUMNS, GAP_PX, TILE_SIZE
 from device.cli import main as cli_main
@@ -174,6 +176,44 @@ def test_export_never_writes_into_a_folder_of_other_photos_and_leaves_out_unread
     assert sorted(p.name for p in (tmp_path / "export" / "glass").iterdir()) == ["cap-1-1.jpg", "cap-1-2.jpg"]
 
 
+def test_re_export_keeps_the_photos_of_captures_deleted_from_the_capture_folder_since(folder, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert captures(folder, "label", "1", "2", "glass") == 0
+    assert captures(folder, "label", "3", "metal") == 0
+    assert captures(folder, "export", "--out", str(out)) == 0
+    delete_capture(folder, 1, [n for n in os.listdir(folder) if capture_id_of(n) == 1])  # as the quota does
+    assert captures(folder, "label", "2", "metal") == 0
+    assert captures(folder, "label", "3", "skip") == 0
+    capsys.readouterr()
+    assert captures(folder, "export", "--out", str(out)) == 0
+    assert capsys.readouterr().out == (f"exported 2 captures (4 photos) to {out}: glass 1, metal 1; 2 photos new, "
+                                       "4 removed\nkept from earlier exports (no longer in the capture folder): 1\n")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == [
+        "glass/cap-1-1.jpg", "glass/cap-1-2.jpg", "metal/cap-2-1.jpg", "metal/cap-2-2.jpg"]
+    assert json.loads((out / EXPORT_MARKER).read_text())["captures"] == {"1": "glass", "2": "metal"}
+
+
+def test_a_label_that_is_no_class_or_no_plain_folder_name_writes_nothing(folder, tmp_path, capsys):
+    out = tmp_path / "deep" / "export"
+    (folder / "labels.json").write_text(json.dumps({"2": "../../escaped"}))  # edited by hand
+    assert captures(folder, "export", "--out", str(out)) == 65
+    err = capsys.readouterr().err
+    assert err == (f"waste-sorter captures: error: {folder / 'labels.json'}: capture 2: '../../escaped' is not a "
+                   "class of the model that decided it (cardboard, glass, metal) or 'skip'\n")
+    assert not out.exists() and not (tmp_path / "escaped").exists()
+    sidecar = json.loads((folder / "2.json").read_text())  # a model whose class names a folder elsewhere
+    (folder / "2.json").write_text(json.dumps({**sidecar, "classes": ["../escaped", "glass", "metal"]}))
+    assert captures(folder, "label", "2", "../escaped") == 65
+    assert capsys.readouterr().err == (f"waste-sorter captures: error: {folder / '2.json'}: class '../escaped' is "
+                                       "not a plain folder name (empty, a leading '.', a '/' or a NUL): it cannot "
+                                       "be a label\n")
+    assert json.loads((folder / "labels.json").read_text()) == {"2": "../../escaped"}  # not written
+    (folder / "labels.json").write_text(json.dumps({"2": "../escaped"}))
+    assert captures(folder, "export", "--out", str(out)) == 65
+    assert "capture 2: '../escaped' cannot be a class folder's name" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "deep" / "escaped").exists()
+
+
 def test_a_damaged_or_half_written_capture_is_not_listed(folder, capsys, caplog):
     (folder / "3.json").write_text('{"id": 3, "why": ')
     (folder / "4.json").unlink()  # frames without their sidecar: still being written
@@ -215,9 +255,12 @@ def test_a_hostile_sidecar_is_skipped_in_one_warning(folder, capsys, caplog, sid
     assert caplog.text.count("damaged capture sidecar") == 1
 
 
-@pytest.mark.parametrize("labels", [b'{"x": "glass"}', b'["glass"]', b'{"1": NaN}', b'[' * 50_000])
-def test_a_hostile_labels_file_is_a_one_line_error(folder, capsys, labels):
+@pytest.mark.parametrize("labels", [b'{"x": "glass"}', b'["glass"]', b'{"1": NaN}', b'[' * 50_000,
+                                    b'{"1": "glass", "2": 3}', b'{"1": "glass", "+2": "metal"}', b'{"1": null}'])
+def test_a_hostile_labels_file_is_a_one_line_error_and_never_rewritten(folder, capsys, labels):
     (folder / "labels.json").write_bytes(labels)
     assert captures(folder, "list") == 65
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "labels.json: labels file is damaged" in err
+    assert captures(folder, "label", "3", "glass") == 65  # labelling on top would lose what it holds
+    assert (folder / "labels.json").read_bytes() == labels

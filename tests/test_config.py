@@ -83,6 +83,18 @@ def test_distinct_pins_and_ordered_pulse_widths_are_accepted():
     assert config.actuators["diverter"].max_pulse_width_ms == 2.5
 
 
+def test_the_stuck_warning_is_checked_against_the_time_each_bin_actually_drives_its_actuator():
+    def pulse_only(pulse_ms: float) -> dict:  # hold_ms (servos only) keeps its default of 800 ms
+        return {"actuators": {"flap": {"type": "pulse", "pin": 17}},
+                "bins": {"landfill": {"actuator": "flap", "pulse_ms": pulse_ms}},
+                "routing": {"fallback_bin": "landfill", "classes": {}}, "presence": {"stuck_warn_s": 1.0}}
+
+    assert parse_config(pulse_only(200)).presence.stuck_warn_s == 1.0  # 0.2 s pulse + 0.3 s clear_s
+    with pytest.raises(ConfigError, match=r"^presence\.stuck_warn_s: 1\.0 must be 0 \(off\) or longer than "
+                                          r".*\(1\.2 s\)$"):
+        parse_config(pulse_only(900))
+
+
 def test_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[camera\nwidth = 3")

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+import export.evaluate
 from helpers import BLUE, GREEN, RED
 from device.cli import main as cli_main
 from device.errors import DataError
@@ -114,3 +115,22 @@ def test_unwritable_out_dir_keeps_the_result(messy, colour_model_path, tmp_path,
                      "--out-dir", str(tmp_path / "pngs")]) == 0
     assert (tmp_path / "pngs" / "confusion.png").stat().st_size > 1000
     assert not (tmp_path / "pngs" / "most_confused.png").exists()  # nothing was wrong
+
+
+def test_a_photo_gone_after_scoring_loses_only_its_png(tmp_path, colour_model_path, capsys, caplog, monkeypatch):
+    photo(tmp_path / "photos" / "glass" / "a.jpg", GREEN)
+    wrong = photo(tmp_path / "photos" / "metal" / "b.jpg", RED)  # said cardboard: on most_confused.png
+    scored = export.evaluate.evaluate
+
+    def then_photo_deleted(*args, **kwargs):  # a folder tidied up while the evaluation ran
+        evaluation = scored(*args, **kwargs)
+        wrong.unlink(missing_ok=True)
+        return evaluation
+
+    monkeypatch.setattr(export.evaluate, "evaluate", then_photo_deleted)
+    caplog.set_level(logging.WARNING)
+    assert cli_main(["evaluate", "--model", str(colour_model_path), "--data", str(tmp_path / "photos"), "--json",
+                     "--out-dir", str(tmp_path / "pngs")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 0.5
+    assert f"could not write the PNGs to {tmp_path / 'pngs'} ({wrong}: " in caplog.text
+    assert (tmp_path / "pngs" / "confusion.png").is_file()

@@ -29,21 +29,22 @@ Schema of ``calibration.json`` (schema 1; every key required, unknown keys rejec
                "min_level_ratio": 0.35}         #   0 .. 1
     }
 
-Numbers must be finite (JSON ``NaN``/``Infinity`` are rejected), booleans are not numbers, and a
-float key accepts an integer; :mod:`device.schema` reads the keys as declared on :class:`Calibration`.
+The JSON is read by :func:`device.safe_json.loads` (no ``NaN``/``Infinity``, no number too large
+for a float, no deep nesting); booleans are not numbers, and a float key accepts an integer;
+:mod:`device.schema` reads the keys as declared on :class:`Calibration`.
 Any defect raises :class:`CalibrationError` with one line naming the file, the key path and the
 reason; nothing else escapes :func:`load_calibration`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from device import safe_json
 from device.camera import ExposureControls
-from device.errors import CalibrationError, first_line
+from device.errors import CalibrationError
 from device.gate import BoardStats, GateThresholds
 from device.schema import JSON, SchemaError, build, plain, short, spec
 
@@ -110,25 +111,15 @@ def parse_calibration(raw: Any) -> Calibration:
     return calibration
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def parse_bytes(data: bytes, source: str) -> Calibration:
     """A calibration from the bytes of a file; ``source`` names it in errors."""
     if len(data) > MAX_FILE_BYTES:
         raise CalibrationError(f"{source}: file is too large ({len(data)} bytes, at most {MAX_FILE_BYTES})")
     try:
-        raw = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise CalibrationError(f"{source}: not UTF-8 text") from None
-    except RecursionError:
-        raise CalibrationError(f"{source}: not valid JSON (nested too deeply)") from None
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, over-long integers
-        raise CalibrationError(f"{source}: not valid JSON ({first_line(exc, 120)})") from None
+        raw = safe_json.loads(data)
+    except ValueError as exc:  # malformed, NaN/Infinity, overlong numbers, nested too deeply, not UTF-8
+        raise CalibrationError(f"{source}: not valid JSON ({exc})") from None
     try:
         return parse_calibration(raw)
     except SchemaError as exc:
         raise CalibrationError(f"{source}: {exc}") from None
-    except (RecursionError, MemoryError, OverflowError, ValueError, TypeError) as exc:  # defensive
-        raise CalibrationError(f"{source}: invalid calibration ({type(exc).__name__})") from None

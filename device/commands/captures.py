@@ -24,9 +24,9 @@ from typing import TextIO
 
 from device.commands.capture_export import export_labelled
 from device.commands.capture_sheet import contact_sheet, write_sheet
-from device.capture_store import SKIP, Capture, read_captures, write_labels
+from device.capture_store import SKIP, Capture, is_folder_name, read_captures, sidecar_name, write_labels
 from device.config import CaptureConfig
-from device.errors import UsageError
+from device.errors import DataError, UsageError
 from device.commands.logs import make_filter, parse_since
 from device.safe_open import show_path
 
@@ -126,6 +126,9 @@ def label(folder: Path, captures: list[Capture], tokens: list[str], out: TextIO)
             if class_name not in classes:
                 raise UsageError(f"label: {class_name!r} is not a class of the model that decided capture "
                                  f"{capture_id} ({', '.join(classes)}); '{SKIP}' for no item worth learning from")
+        if not is_folder_name(class_name):  # the export would make a folder of it
+            raise DataError(f"{show_path(folder / sidecar_name(ids[0]))}: class {class_name!r} is not a plain "
+                            "folder name (empty, a leading '.', a '/' or a NUL): it cannot be a label")
     replaced = write_labels(folder, {i: class_name for i in ids})
     out.write(f"{class_name}: {', '.join(map(str, ids))}\n")
     for capture_id, old in replaced.items():
@@ -176,4 +179,7 @@ def run_captures(args: argparse.Namespace, out: TextIO, *, now: float | None = N
                   f"{counts}; {result.copied} photos new, {result.removed} removed\n")
         if result.unreadable:
             out.write(f"left out (a frame unreadable): {', '.join(map(str, result.unreadable))}\n")
+        if result.kept:
+            out.write(f"kept from earlier exports (no longer in the capture folder): "
+                      f"{', '.join(map(str, result.kept))}\n")
     return 0
