@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a command in the arm64 rootfs under proot + qemu-aarch64-static:
+# Run a command in the arm64 rootfs under proot + qemu-aarch64 (get-qemu.sh; ARM64_QEMU=PATH for another):
 #   .ci/arm64/enter.sh [--cpu cortex-a72|cortex-a76|max] COMMAND...
 # Inside, the working directory is the copy of the working tree (sync-tree.sh), the python is
 # the lane's venv; the environment is clean, with WASTE_SORTER_EMULATED=1 (tests that cannot
@@ -23,6 +23,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 ROOT=${ARM64_ROOT:-$REPO/build/arm64}
 CPU=cortex-a72
+QEMU=${ARM64_QEMU:-$ROOT/qemu/qemu-aarch64}  # install.sh puts bookworm-backports' qemu 10 there
 if [ "${1:-}" = --cpu ]; then CPU=$2; shift 2; fi
 mkdir -p "$ROOT/work" "$ROOT/venv" "$ROOT/tmp" "$ROOT/wheels" "$ROOT/results"
 binds=(-b /dev -b /proc)  # not /sys: see above
@@ -37,4 +38,4 @@ exec env -i HOME=/root LANG=C.UTF-8 TERM=dumb TMPDIR="$ROOT/tmp" \
     PATH="$ROOT/venv/bin:/usr/local/bin:/usr/bin:/bin" \
     ARM64_ROOT="$ROOT" WASTE_SORTER_EMULATED=1 ARM64_CPU="$CPU" GPIOZERO_PIN_FACTORY=mock \
     PYTHONDONTWRITEBYTECODE=1 \
-    proot -q "qemu-aarch64-static -cpu $CPU ${ARM64_QEMU_ARGS--R 64G}" -r "$ROOT/rootfs" "${binds[@]}" -w "$PWD" "$@"
+    proot -q "$QEMU -cpu $CPU ${ARM64_QEMU_ARGS--R 64G}" -r "$ROOT/rootfs" "${binds[@]}" -w "$PWD" "$@"

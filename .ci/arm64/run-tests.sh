@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The arm64 lane (make test-arm64; not part of .ci/run): the device side on Debian bookworm
-# arm64 (python 3.11, the Pi's [pi] pins) under proot + qemu-aarch64-static, no network inside.
-#   1. rootfs (build-rootfs.sh) and venv (install.sh), each skipped when already there
+# arm64 (python 3.11, the Pi's [pi] pins) under proot + qemu-aarch64 10 (get-qemu.sh), no
+# network inside.
+#   1. rootfs (build-rootfs.sh), emulator (get-qemu.sh) and venv (install.sh), each skipped
+#      when already there
 #   2. the test suite as a Cortex-A72 (a Pi 4), with emulator_skips.py's skips and reasons
 #   3. the shipped model through Classifier at threads auto/1/2/4, as a Cortex-A72 and as a
 #      Cortex-A76 (a Pi 5), against the same script on this x86 host (classify_threads.py)
@@ -21,8 +23,20 @@ TRASHNET=${TRASHNET:-../shared/datasets/trashnet}
 start=$(date +%s)
 status=0
 mark() { echo "== arm64 lane: $* ($(( $(date +%s) - start )) s)"; }
+# emulated CPU NAME COMMAND...: COMMAND in the rootfs as CPU; its exit status as a shell inside
+# the rootfs saw it (RESULTS/NAME.rc). proot's own status is not enough: when qemu itself
+# aborted (its heap, "realloc(): invalid pointer"), proot exited 0. No .rc file: 255.
+emulated() {
+    local cpu=$1 name=$2
+    shift 2
+    rm -f "$RESULTS/$name.rc"
+    .ci/arm64/enter.sh --cpu "$cpu" /bin/sh -c '"$@"; echo $? > "$0"' "$RESULTS/$name.rc" "$@"
+    [ -s "$RESULTS/$name.rc" ] || { echo "arm64 lane: $name: no exit status (the emulator died)"; return 255; }
+    return "$(cat "$RESULTS/$name.rc")"
+}
 
 .ci/arm64/build-rootfs.sh || exit 1
+.ci/arm64/get-qemu.sh || exit 1
 .ci/arm64/install.sh || exit 1
 .ci/arm64/sync-tree.sh || exit 1
 rm -rf "$ROOT/tmp" && mkdir -p "$ROOT/tmp" "$RESULTS"
@@ -31,7 +45,7 @@ mark "ready"
 if [[ " $STEPS " == *" tests "* ]]; then
     mark "tests as cortex-a72"
     # shellcheck disable=SC2086
-    .ci/arm64/enter.sh --cpu cortex-a72 env PYTHONPATH=.ci/arm64 python -m pytest -p emulator_skips \
+    emulated cortex-a72 pytest-a72 env PYTHONPATH=.ci/arm64 python -m pytest -p emulator_skips \
         -p no:cacheprovider -q -ra --junitxml="$RESULTS/pytest-a72.xml" ${ARM64_PYTEST_ARGS:-} \
         > "$RESULTS/pytest-a72.txt" 2>&1
     rc=$?
@@ -44,8 +58,9 @@ if [[ " $STEPS " == *" classify "* ]]; then
     "$HOST_PY" .ci/arm64/classify_threads.py --trashnet "$TRASHNET" --out "$RESULTS/classify-x86.json" || status=1
     for cpu in cortex-a72 cortex-a76; do
         mark "classify as $cpu"
-        .ci/arm64/enter.sh --cpu "$cpu" python .ci/arm64/classify_threads.py --out "$RESULTS/classify-$cpu.json" \
-            2>&1 | grep -v "cpuinfo" || status=1
+        emulated "$cpu" "classify-$cpu" python .ci/arm64/classify_threads.py --out "$RESULTS/classify-$cpu.json" \
+            > "$RESULTS/classify-$cpu.txt" 2>&1 || status=1
+        grep -v cpuinfo "$RESULTS/classify-$cpu.txt"
     done
     "$HOST_PY" .ci/arm64/classify_threads.py --compare "$RESULTS/classify-x86.json" "$RESULTS/classify-cortex-a72.json" \
         "$RESULTS/classify-cortex-a76.json" | tee "$RESULTS/classify-compare.txt" || status=1
@@ -62,7 +77,7 @@ if [[ " $STEPS " == *" scene "* ]]; then
         > "$scene/run-x86.txt" 2>&1 || { tail "$scene/run-x86.txt"; status=1; }
     mark "scene: sort as cortex-a72"
     # -X faulthandler: a crash in the interpreter or an extension prints the Python stack too
-    .ci/arm64/enter.sh --cpu cortex-a72 python -X faulthandler -m device.cli run --source "$scene/scene.mp4" \
+    emulated cortex-a72 scene-a72 python -X faulthandler -m device.cli run --source "$scene/scene.mp4" \
         --log "$scene/sort-a72.jsonl" > "$scene/run-a72.txt" 2>&1
     rc=$?
     grep -v cpuinfo "$scene/run-a72.txt" | tail -n 25
