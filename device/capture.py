@@ -237,13 +237,15 @@ class CaptureWriter:
             sizes[capture_id] = written
             self._enforce_quota(sizes)
 
-    def _remove(self, capture_id: int, names: list[str]) -> None:
-        """Delete a capture's files; a folder that refuses is a warning a minute, not the end."""
+    def _remove(self, capture_id: int, names: list[str]) -> bool:
+        """Delete a capture's files: True once gone; a folder that refuses is a warning a minute."""
         try:
             delete_capture(self.folder, capture_id, names)
+            return True
         except OSError as exc:
             self._warn("delete", "capture %d could not be deleted from %s (%s)", capture_id,
                        show_path(self.folder), exc.strerror or exc)
+            return False
 
     def _scan(self) -> dict[int, int]:
         """The bytes of each capture already in the folder, oldest first; trimmed to the quota."""
@@ -271,7 +273,7 @@ class CaptureWriter:
         return total + len(body)
 
     def _enforce_quota(self, sizes: dict[int, int]) -> None:
-        """Delete the oldest captures while the folder holds more than max_mb (never the newest)."""
+        """Delete the oldest captures while over max_mb (never the newest; one not deleted stays counted)."""
         total = sum(sizes.values())
         if total <= self.max_bytes:
             return
@@ -280,11 +282,10 @@ class CaptureWriter:
         except DataError:
             return
         deleted = 0
-        while total > self.max_bytes and len(sizes) > 1:
-            oldest = next(iter(sizes))
-            total -= sizes.pop(oldest)
-            self._remove(oldest, files.get(oldest, []))
-            deleted += 1
+        for oldest in list(sizes)[:-1]:  # oldest first
+            if total > self.max_bytes and self._remove(oldest, files.get(oldest, [])):
+                total -= sizes.pop(oldest)
+                deleted += 1
         self._count(deleted=deleted)
         self._warn("quota", "capture folder %s is at its quota of %g MB: deleting the oldest captures "
                    "(%d so far; label and export them sooner, or raise capture.max_mb)",

@@ -82,12 +82,15 @@ def resume(ckpt: dict, path: Path, device: torch.device, *, model, ema, projecto
             ema.load_state_dict(ckpt["model_ema_full"])
         if projector is not None and ckpt.get("projector"):
             projector.load_state_dict(ckpt["projector"])
-        start_epoch, history = ckpt["epoch"] + 1, ckpt.get("history", [])
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError) as exc:
+        epoch, history = ckpt["epoch"], ckpt.get("history", [])
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < -1 or not isinstance(history, list):
+            raise ValueError(f"epoch {epoch!r}, history of type {type(history).__name__}")
+        start_epoch = epoch + 1
+        if ckpt.get("rng_state") is not None:  # older checkpoints lack it: carry on without
+            torch.set_rng_state(ckpt["rng_state"])
+        if device.type == "cuda" and ckpt.get("cuda_rng_state") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng_state"], device)
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise unfit(path, exc, "cannot resume from this checkpoint") from None
-    if ckpt.get("rng_state") is not None:  # older checkpoints lack it: carry on without
-        torch.set_rng_state(ckpt["rng_state"])
-    if device.type == "cuda" and ckpt.get("cuda_rng_state") is not None:
-        torch.cuda.set_rng_state(ckpt["cuda_rng_state"], device)
     print(f"resumed from {path} at epoch {start_epoch}")
     return start_epoch, history

@@ -75,6 +75,9 @@ def load_checkpoint(path: Path) -> dict:
                if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise DataError(f"{path}: damaged or foreign checkpoint (no {', '.join(missing)})")
+    if not isinstance(ckpt["args"], dict):
+        raise DataError(f"{path}: damaged or foreign checkpoint (its args are {type(ckpt['args']).__name__}, "
+                        "not a table)")
     return ckpt
 
 

@@ -125,6 +125,26 @@ def test_quota_deletes_the_oldest_captures_and_ids_go_on_after_a_restart(tmp_pat
     assert [c.id for c in read_captures(folder)] == [7, 8, 13]
 
 
+def test_a_capture_the_quota_cannot_delete_stays_counted_and_goes_on_a_later_pass(tmp_path, monkeypatch, caplog):
+    folder, size = tmp_path / "caps", capture_bytes(tmp_path)
+    real, refused = capture_module.delete_capture, []
+
+    def delete_once_refused(where, capture_id, names):
+        if not refused:  # the first deletion fails (EACCES), later ones go through
+            refused.append(capture_id)
+            raise OSError(errno.EACCES, "Permission denied")
+        return real(where, capture_id, names)
+
+    monkeypatch.setattr(capture_module, "delete_capture", delete_once_refused)
+    with caplog.at_level(logging.WARNING, logger="device.capture"), \
+            writer(folder, sample_every=1, max_mb=2.5 * size / 1e6) as w:  # room for two captures
+        assert [w.offer(record(i, 0.9), FRAMES) for i in range(1, 5)] == ["1", "2", "3", "4"]
+    assert refused == [1] and f"capture 1 could not be deleted from {folder} (Permission denied)" in caplog.text
+    # capture 1 stayed counted: capture 2 went in its place, and 1 went on the next pass
+    assert [c.id for c in read_captures(folder)] == [3, 4] and w.counts.deleted == 2
+    assert sum(p.stat().st_size for p in folder.glob("[0-9]*")) <= 2.5 * size
+
+
 def test_a_folder_over_a_lowered_quota_is_trimmed_when_the_writer_starts(tmp_path):
     folder, size = tmp_path / "caps", capture_bytes(tmp_path)
     with writer(folder, sample_every=1) as w:

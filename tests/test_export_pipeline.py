@@ -229,6 +229,35 @@ def test_resume_compares_teachers_as_a_list_and_reads_a_single_saved_teacher(tmp
     assert resume_mismatches({}, Namespace(flatfield="none", relight_prob=0.0)) == []
 
 
+@pytest.mark.parametrize("damage", [{"epoch": "3"}, {"epoch": None}, {"epoch": 1.5}, {"history": "x"},
+                                    {"rng_state": "junk"}, {"rng_state": torch.zeros(3)}])
+def test_resuming_from_a_damaged_checkpoint_is_a_one_line_error_naming_it(tmp_path, damage):
+    from export.checkpoints import resume
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+            "epoch": 0, "history": [], "rng_state": torch.get_rng_state(), **damage}
+    path = tmp_path / "checkpoint.pth"
+    with pytest.raises(DataError, match="cannot resume from this checkpoint") as caught:
+        resume(ckpt, path, torch.device("cpu"), model=model, ema=None, projector=None, optimizer=optimizer,
+               scheduler=scheduler)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("saved_args", [["arch", "resnet34"], None, "resnet34"])
+def test_a_checkpoint_whose_args_are_no_table_is_a_one_line_error_naming_it(small_data, tmp_path, capsys,
+                                                                             saved_args):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": {}, "args": saved_args, "classes": [], "contract": "{}", "split_sha256": ""}, path)
+    with pytest.raises(DataError, match="damaged or foreign checkpoint"):
+        load_checkpoint(path)
+    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *TWO_EPOCHS])
+    err = capsys.readouterr().err.strip()
+    assert code == DataError.exit_code and "\n" not in err and str(path) in err
+
+
 def test_an_ensemble_of_teachers_labels_with_the_mean_probability_and_concatenated_features():
     from export.models import build_model, forward_features
     from export.train import teacher_targets
