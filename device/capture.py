@@ -283,7 +283,9 @@ class CaptureWriter:
             return
         deleted = 0
         for oldest in list(sizes)[:-1]:  # oldest first
-            if total > self.max_bytes and self._remove(oldest, files.get(oldest, [])):
+            if total <= self.max_bytes:
+                break
+            if self._remove(oldest, files.get(oldest, [])):
                 total -= sizes.pop(oldest)
                 deleted += 1
         self._count(deleted=deleted)

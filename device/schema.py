@@ -12,7 +12,7 @@ with one line naming the full key path (``actuators.flap.pin``, ``colour_gains[1
 wrong types (a bool is not a number; an int is a float), NaN and infinity, values out of range
 or not among the choices, and unknown or missing keys as the file's :class:`Rules` say. Types
 understood: bool, int, float, str, ``X | None`` (absent or null), ``int | str`` (the strings
-in ``choices``), ``tuple[X, X]`` and ``tuple[X, ...]`` (``length``), ``dict[str, X]`` (tables of
+in ``choices``), ``tuple[X, X]`` and ``tuple[X, ...]`` (of ``length`` items, or any number), ``dict[str, X]`` (tables of
 any names) and nested dataclasses. Checks across fields stay with each file's reader.
 """
 
@@ -152,8 +152,8 @@ def _value(value: Any, hint: Any, check: Check, rules: Rules, path: str) -> Any:
     if origin is tuple:
         n = check.length if args[-1] is Ellipsis else len(args)
         if not isinstance(value, list):
-            raise _fail(rules.not_list, path, n=n, type=type(value).__name__)
-        if len(value) != n:
+            raise _fail(rules.not_list, path, n="any length" if n is None else n, type=type(value).__name__)
+        if n is not None and len(value) != n:  # a ``tuple[X, ...]`` without ``length``: any
             raise _fail(rules.wrong_length, path, n=n, count=len(value))
         return tuple(_scalar(v, args[0], check, rules, f"{path}[{i}]") for i, v in enumerate(value))
     return _scalar(value, hint, check, rules, path)

@@ -25,6 +25,7 @@ class Inner:
     name: str = spec("x", pattern="[a-z]{1,8}")
     on: bool = True
     pair: tuple[float, float] = spec((0.0, 0.0), range=(0, 1))
+    many: tuple[int, ...] = spec((), range=(0, 9))  # no length: any number of items
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,17 @@ class Outer:
 
 
 def test_a_valid_mapping_builds_the_frozen_tree_with_defaults():
-    built = build(Outer, {"inner": {"ratio": 1, "pair": [0, 0.5]}, "tables": {"t": {"pin": 3}}, "threads": 2}, TOML)
-    assert built == Outer(Inner(ratio=1.0, pair=(0.0, 0.5)), {"t": Needs(3)}, threads=2)
+    built = build(Outer, {"inner": {"ratio": 1, "pair": [0, 0.5], "many": [1, 2, 3]}, "tables": {"t": {"pin": 3}},
+                          "threads": 2}, TOML)
+    assert built == Outer(Inner(ratio=1.0, pair=(0.0, 0.5), many=(1, 2, 3)), {"t": Needs(3)}, threads=2)
+    assert build(Inner, {"many": []}, TOML).many == ()
     assert type(built.inner.ratio) is float and built.light is None
     assert build(Outer, plain(built), JSON) == built  # what plain writes, build reads back
     assert bounds(Inner, "level") == (1, 10)
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"inner": {"levl": 3}}, "inner.levl: unknown key (known: level, ratio, mode, name, on, pair)"),
+    ({"inner": {"levl": 3}}, "inner.levl: unknown key (known: level, ratio, mode, name, on, pair, many)"),
     ({"extra": {}}, "extra: unknown section (known: inner, tables, threads, light)"),
     ({"inner": {"level": "3"}}, "inner.level: expected int, got str '3'"),
     ({"inner": {"level": True}}, "inner.level: expected int, got bool True"),
@@ -66,6 +69,8 @@ def test_a_valid_mapping_builds_the_frozen_tree_with_defaults():
     ({"inner": {"name": "X"}}, "inner.name: invalid value 'X'"),
     ({"inner": {"pair": [0.5, 2]}}, r"inner.pair[1]: 2.0 is out of range [0, 1]"),
     ({"inner": {"pair": [0.5]}}, "inner.pair: must have 2 items, got 1"),
+    ({"inner": {"many": [1, 10]}}, r"inner.many[1]: 10 is out of range [0, 9]"),
+    ({"inner": {"many": 3}}, "inner.many: must be a list of any length, got int"),
     ({"inner": 3}, "inner: expected a table, got int"),
     ({"tables": {"t": {"pin": 28}}}, r"tables.t.pin: 28 is out of range [0, 27]"),
     ({"tables": {"t": {"label": "x"}}}, "tables.t: missing key pin"),

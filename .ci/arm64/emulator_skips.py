@@ -3,9 +3,10 @@ cannot work under proot + qemu-user are skipped there, each with its reason. Act
 WASTE_SORTER_EMULATED=1 (set by .ci/arm64/enter.sh); the x86 suite never loads it.
 
 Tests that need the train extra (torch) skip on their own in this lane, which installs the
-device side and the dev extra only: tests/test_export_pipeline.py and tests/test_warm_start.py
-(whole files) and one test of tests/test_board_normalisation.py, by pytest.importorskip("torch")
-("could not import 'torch'")."""
+device side and the dev extra only, by pytest.importorskip("torch") ("could not import 'torch'"):
+tests/test_export_pipeline.py and tests/test_warm_start.py (whole files), one test of
+tests/test_board_normalisation.py and of tests/test_capture_loop.py, two of
+tests/test_capture_training.py."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ SKIPS: dict[str, str] = {
         "kill() has returned; the test checks the handler ran right after os.kill, as Linux does",
 }
 
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("WASTE_SORTER_EMULATED") != "1":
         return
+
     def matches(nodeid: str, prefix: str) -> bool:
         return nodeid == prefix or nodeid.startswith(prefix + "[") or nodeid.startswith(prefix + "::")
 
