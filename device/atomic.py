@@ -3,7 +3,8 @@
 A reader sees either the old file or the new one, never a torn mix, even when the process is
 killed or the power fails midway. Temporary files are named ``.NAME.tmp-PID-RANDOM[.SUFFIX]``
 in the target's folder (a rename is atomic only within one file system); one left behind by a
-killed process is removed by :func:`clean_stray_temps` before the next write.
+killed process (one no longer running) is removed by :func:`clean_stray_temps` before the next
+write.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-_TEMP = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}(\.[A-Za-z0-9]+)?$")
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}(\.[A-Za-z0-9]+)?$")
 
 
 def temp_path(path: Path, keep_suffix: bool = False) -> Path:
@@ -81,15 +82,31 @@ def write_bytes(path: Path, data: bytes, *, keep_suffix: bool = False, durable: 
     write_with(path, writer, keep_suffix, durable=durable)
 
 
+def _writer_alive(pid: int) -> bool:
+    """Whether process ``pid`` (the writer named in a temporary file) still runs: its write may
+    still be under way (another calibrate, a ``captures label`` beside the sorter)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process: it runs
+        return True
+    except (ProcessLookupError, OverflowError):  # none such; a number too big to be a pid
+        return False
+    return True
+
+
 def clean_stray_temps(folder: Path) -> int:
-    """Remove temporary files another (killed) write left in ``folder``; how many."""
+    """Remove temporary files a killed write left in ``folder``: those whose writer no longer
+    runs (one that does may be writing it now); how many."""
     removed = 0
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
         return 0
     for entry in entries:
-        if _TEMP.match(entry.name) and entry.is_file():
+        match = _TEMP.match(entry.name)
+        if match and not _writer_alive(int(match.group(1))) and entry.is_file():
             try:
                 entry.unlink()
                 removed += 1

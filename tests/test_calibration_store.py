@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -243,13 +245,22 @@ def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch, target):
     assert _temps(tmp_path) == [] and store.history(path) == []  # old-1 is still current, not history
 
 
-def test_stray_temp_files_cleaned(tmp_path):
+def test_stray_temp_files_of_ended_writers_are_cleaned_and_a_running_writers_kept(tmp_path):
+    """A temp file left by a killed write goes at the next save; one of a writer that still runs
+    (another calibrate saving at this moment) stays, or its rename would fail."""
     path = tmp_path / "calibration.json"
     store.save_calibration(path, make_calibration("a-1"), BOARD)
-    stray = atomic.temp_path(path)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    stray = tmp_path / f".calibration.json.tmp-{int(ended.stdout)}-0badc0de"
     stray.write_text("{ half a fi")
-    store.save_calibration(path, make_calibration("b-2"), BOARD)
-    assert not stray.exists() and _temps(tmp_path) == []
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as running:
+        busy = tmp_path / f".calibration.json.tmp-{running.pid}-12345678"
+        busy.write_text("{ being writ")
+        store.save_calibration(path, make_calibration("b-2"), BOARD)
+        running.stdin.close()
+    assert not stray.exists() and busy.exists()
+    assert _temps(tmp_path) == [busy.name]
 
 
 def test_rollback(tmp_path):
