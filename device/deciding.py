@@ -9,7 +9,8 @@ time, most urgent first:
 
 An item whose latest ``model.early_frames`` still frames agree on their top class with a mean
 confidence of at least ``model.early_confidence`` is decided at once (``early``), before presence
-would call it settled. An item is routed and its bin actuated the moment its last frame is
+would call it settled (never while the board is learned: every frame then counts as the item's,
+the item taken away and the empty board too). An item is routed and its bin actuated the moment its last frame is
 classified, on the worker thread (``actuate`` must be thread-safe); the loop then writes the
 record from the :class:`Outcome`. Decisions complete in the order the items were decided.
 """
@@ -185,7 +186,8 @@ class Decider:
         if result.probabilities is None or current.decided:
             return
         current.classified_as(slots[0], slots[0].probabilities)
-        if self.model.early_decision and t - current.arrived_s >= self.min_item_s:  # an item, not a hand passing
+        if (self.model.early_decision and current.may_decide_early
+                and t - current.arrived_s >= self.min_item_s):  # an item, not a hand passing
             agreeing = current.agreeing(self.model.early_frames)
             if agreeing and sum(s.probabilities.max() for s in agreeing) / len(agreeing) >= self.model.early_confidence:
                 current.decided = True

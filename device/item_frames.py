@@ -68,6 +68,9 @@ class ItemFrames:
     rejected: Counter = field(default_factory=Counter)  # reason -> frames
     in_flight: FrameSlot | None = None  # being classified (set by the loop)
     decided: bool = False  # decided before presence's deciding event (early): keeps nothing more
+    # False for frames gathered while the board is learned: every such frame counts as the item's
+    # (there is no board to tell it from), so only the learner's verdict may decide them
+    may_decide_early: bool = True
     _run: int = 0
     _seq: int = 0
     still: deque = field(init=False)  # newest slots of the current still run

@@ -262,7 +262,8 @@ class Sorter:
         """The item's frames (a new item at its arrival), and its decision at presence's verdict."""
         if update.event == "arrived" or (self._item is None and belongs_to_item(update)):
             number = self.summary.items + self.decider.waiting + 1  # an arrival that passes gives its number back
-            self._item = ItemFrames(number=number, keep=self.config.model.frames_per_item, arrived_s=t)
+            self._item = ItemFrames(number=number, keep=self.config.model.frames_per_item, arrived_s=t,
+                                    may_decide_early=update.state is not State.LEARNING)
         item = self._item
         if item is not None and belongs_to_item(update):
             item.add(image, verdict, update)
