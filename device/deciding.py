@@ -10,9 +10,9 @@ time, most urgent first:
 An item whose latest ``model.early_frames`` still frames agree on their top class with a mean
 confidence of at least ``model.early_confidence`` is decided at once (``early``), before presence
 would call it settled (never while the board is learned: every frame then counts as the item's,
-the item taken away and the empty board too). An item is routed and its bin actuated the moment its last frame is
-classified, on the worker thread (``actuate`` must be thread-safe); the loop then writes the
-record from the :class:`Outcome`. Decisions complete in the order the items were decided.
+the item taken away and the empty board too). An item is routed and its bin actuated the moment
+its last frame is classified, on the worker thread (``actuate`` must be thread-safe); the loop
+then writes the record from the :class:`Outcome`. Decisions complete in the order the items were decided.
 """
 
 from __future__ import annotations
