@@ -85,8 +85,6 @@ def write_bytes(path: Path, data: bytes, *, keep_suffix: bool = False, durable: 
 def _writer_alive(pid: int) -> bool:
     """Whether process ``pid`` (the writer named in a temporary file) still runs: its write may
     still be under way (another calibrate, a ``captures label`` beside the sorter)."""
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except PermissionError:  # another user's process: it runs

@@ -12,8 +12,8 @@ with one line naming the full key path (``actuators.flap.pin``, ``colour_gains[1
 wrong types (a bool is not a number; an int is a float), NaN and infinity, values out of range
 or not among the choices, and unknown or missing keys as the file's :class:`Rules` say. Types
 understood: bool, int, float, str, ``X | None`` (absent or null), ``int | str`` (the strings
-in ``choices``), ``tuple[X, X]`` and ``tuple[X, ...]`` (of ``length`` items, or any number), ``dict[str, X]`` (tables of
-any names) and nested dataclasses. Checks across fields stay with each file's reader.
+in ``choices``), ``tuple[X, X]`` and ``tuple[X, ...]`` (of ``length`` items, or any number),
+``dict[str, X]`` (tables of any names) and nested dataclasses. Checks across fields stay with each file's reader.
 """
 
 from __future__ import annotations
