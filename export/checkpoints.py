@@ -18,11 +18,12 @@ from export.models import unfit
 RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
                "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
                "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
-               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "replay_per_class")
+               "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "camera_prob",
+               "replay_per_class")
 
 
-#: What a checkpoint written before --flatfield/--relight-prob existed was trained with.
-PRE_FLATFIELD_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0}
+#: What a checkpoint written before --flatfield/--relight-prob/--camera-prob existed was trained with.
+OLDER_CHECKPOINT_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0, "camera_prob": 0.0}
 
 
 def resume_mismatches(saved: dict, args) -> list[str]:
@@ -35,7 +36,7 @@ def resume_mismatches(saved: dict, args) -> list[str]:
             return tuple(plain(None, x) for x in v)
         return os.path.normpath(v) if isinstance(v, (str, Path)) and str(v) else v
 
-    saved = {**PRE_FLATFIELD_DEFAULTS, **saved}  # checkpoints from before board normalisation
+    saved = {**OLDER_CHECKPOINT_DEFAULTS, **saved}  # checkpoints from before these arguments
     now = plain_args(args)
     return [f"{k}={saved[k]}, not {now[k]}" for k in RESUME_KEYS
             if k in saved and k in now and plain(k, saved[k]) != plain(k, now[k])]

@@ -2,9 +2,11 @@
 
 Evaluation images go through the device's own :func:`device.contract.preprocess`; training
 crops are cut from a cached copy. For a board-normalised contract each photo is first put on a
-random board under a random light (:func:`device.scenes.relight.random_condition`: the item, not the
-backdrop, must carry the label), given sensor noise, and passed through the contract's own
-:func:`device.contract.prepare_photo`, as a device frame is. Then geometry (random resized
+random board under a random light (:func:`device.scenes.relight.random_condition`: the item,
+not the backdrop, must carry the label; the board often textured, as a real one is) and given
+sensor noise; some photos are then compressed as a recorded video's frames are
+(:func:`camera_artefacts`); each goes through the contract's own
+:func:`device.contract.prepare_photo`, as a device frame does. Then geometry (random resized
 crop, flips) and light (exposure in linear light with clipping for contracts without board
 normalisation, so the model sees the overexposure a sorter meets; contrast, saturation).
 """
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
 from device.gamma import GAMMA
-from device.scenes.relight import random_condition, relight
+from device.scenes.relight import cut_out, lay_on_board, light_up, random_condition, textured_board
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
@@ -45,19 +47,53 @@ def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str)
     return torch.from_numpy(inputs), labels
 
 
-def device_conditions(images: torch.Tensor, contract: ModelContract, relight_prob: float) -> torch.Tensor:
+def device_conditions(images: torch.Tensor, contract: ModelContract, relight_prob: float,
+                      camera_prob: float = 0.0) -> torch.Tensor:
     """uint8 N x 3 x H x W photos as the device would see them: each (with ``relight_prob``) on
-    a random board under a random light with sensor noise, then the contract's pixel step."""
+    a random board (often textured) under a random light with sensor noise, (with
+    ``camera_prob``) with a video's compression artefacts, then the contract's pixel step."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))  # torch's RNG: resumable
     out = np.empty((len(images), images.shape[2], images.shape[3], 3), dtype=np.uint8)
     for i, chw in enumerate(images):
         rgb = chw.permute(1, 2, 0).numpy()
         if rng.random() < relight_prob:
-            rgb = relight(rgb, random_condition(rng))
-            noisy = rgb.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), rgb.shape)
-            rgb = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+            rgb = random_relight(rgb, rng)
+        if rng.random() < camera_prob:
+            rgb = camera_artefacts(rgb, rng)
         out[i] = prepare_photo(rgb, contract)
     return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def random_relight(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The photo's item on a random board (:func:`random_board`) under a random light, with
+    sensor noise (standard deviation up to 4 grey levels)."""
+    condition = random_condition(rng)
+    board = random_board(condition.board, rgb.shape[1::-1], rng)
+    lit = light_up(lay_on_board(cut_out(rgb), board), condition.light, condition.level, condition.vignette)
+    noisy = lit.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), lit.shape)
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+def random_board(albedo: tuple[float, float, float], size: tuple[int, int],
+                 rng: np.random.Generator) -> np.ndarray | tuple[float, float, float]:
+    """A board of reflectance ``albedo``: 60% of the time textured (HxWx3 for ``size`` = (w, h),
+    a grain and blotches of 2-10%, as :func:`device.scenes.relight.textured_board`), else plain."""
+    if rng.random() >= 0.6:
+        return albedo
+    return textured_board(size, seed=int(rng.integers(2**31)), albedo=albedo, texture=float(rng.uniform(0.02, 0.1)))
+
+
+def camera_artefacts(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A frame as a recorded video gives it back: lossy DCT compression (JPEG, quality 20-90;
+    MPEG-4 part 2 frames smear fine texture and block the same way), half the time after a
+    slight defocus (Gaussian blur, sigma up to 0.8 px)."""
+    import cv2
+
+    if rng.random() < 0.5:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), float(rng.uniform(0.3, 0.8)))
+    quality = int(rng.integers(20, 91))
+    _, encoded = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
 
 
 class BatchAugment:
@@ -65,17 +101,17 @@ class BatchAugment:
     for a batch of cached uint8 images."""
 
     def __init__(self, out_hw: tuple[int, int], contract: ModelContract, min_scale: float = 0.25,
-                 relight_prob: float = 0.0):
+                 relight_prob: float = 0.0, camera_prob: float = 0.0):
         self.crop = v2.RandomResizedCrop(out_hw, scale=(min_scale, 1.0), ratio=(1.0, 1.8), antialias=True)
         self.contract = contract
         self.flat = contract.flatfield != "none"
-        self.relight_prob = relight_prob
+        self.relight_prob, self.camera_prob = relight_prob, camera_prob
         self.mean = torch.tensor(contract.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(contract.std).view(1, 3, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.flat:
-            images = device_conditions(images, self.contract, self.relight_prob)
+            images = device_conditions(images, self.contract, self.relight_prob, self.camera_prob)
         x = torch.stack([self.crop(img) for img in images]).float() / 255.0
         n = x.shape[0]
         flip_h = torch.rand(n) < 0.5

@@ -84,6 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relight-prob", type=float, default=0.8,
                    help="share of training photos put on a random board under a random light "
                         "(with --flatfield border)")
+    p.add_argument("--camera-prob", type=float, default=0.5,
+                   help="share of training photos given a recorded video's artefacts: compression, "
+                        "slight blur (with --flatfield border)")
     p.add_argument("--teacher", type=Path, action="append",
                    help="checkpoint of a trained teacher to distil from; repeat for an ensemble")
     p.add_argument("--kd-weight", type=float, default=0.7, help="weight of the teacher's soft labels")
@@ -138,7 +141,7 @@ def main(args) -> int:
                  if teachers else None)
     optimizer = build_optimizer(args, model, projector)
     augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
-                           relight_prob=args.relight_prob)
+                           relight_prob=args.relight_prob, camera_prob=args.camera_prob)
     if args.find_lr:
         find_lr(model, projector, teachers, data.images, data.labels, augment, optimizer, args, device, out,
                 student_size(args, args.epochs))

@@ -158,3 +158,42 @@ def test_evaluate_relight_names_an_unknown_condition(tmp_path, capsys):
     assert cli_main(["evaluate", "--model", str(model), "--data", str(tmp_path), "--relight", "grey,moon"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown condition moon" in err
+
+
+def test_training_relighting_moves_the_item_to_another_board_and_light():
+    from export.data import random_relight
+
+    image = photo(item_rgb=(200, 40, 40))
+    h, w = image.shape[:2]
+    item = (slice(h // 3 + 3, 2 * h // 3 - 3), slice(w // 3 + 3, 2 * w // 3 - 3))
+    boards = []
+    for seed in range(20):
+        out = random_relight(image, np.random.default_rng(seed))
+        boards.append(out[:10, :10].reshape(-1, 3).mean(0))
+        red, green, blue = flatten_board(out)[item].reshape(-1, 3).astype(np.float32).mean(0)
+        assert red > green + 30 and red > blue + 30, f"seed {seed}: the item is still red on its board"
+    assert np.ptp(np.array(boards), axis=0).min() > 60, "boards and lights vary from dark to bright"
+
+
+def test_training_boards_are_often_textured_as_real_ones_are():
+    from export.data import random_board
+
+    boards = [random_board((0.5, 0.4, 0.3), (64, 48), np.random.default_rng(seed)) for seed in range(40)]
+    textured = [b for b in boards if isinstance(b, np.ndarray)]
+    assert 12 <= len(textured) <= 36 and all(b == (0.5, 0.4, 0.3) for b in boards if not isinstance(b, np.ndarray))
+    for board in textured:
+        assert board.shape == (48, 64, 3)
+        assert np.allclose(board.mean((0, 1)), (0.5, 0.4, 0.3), rtol=0.05), "the board keeps its colour"
+        assert 0.01 < (board.std((0, 1)) / board.mean((0, 1))).mean() < 0.2, "with a grain of a few percent"
+
+
+def test_camera_artefacts_smear_fine_texture_and_keep_colours():
+    from export.data import camera_artefacts
+
+    rng = np.random.default_rng(0)
+    fine = np.clip(rng.normal(0, 25, (96, 128, 3)) + [190, 60, 50], 0, 255).astype(np.uint8)
+    for seed in range(5):
+        out = camera_artefacts(fine, np.random.default_rng(seed))
+        assert out.shape == fine.shape and out.dtype == np.uint8
+        assert np.abs(out.mean((0, 1)) - fine.mean((0, 1))).max() < 4, "red stays red (no BGR swap)"
+        assert out.std((0, 1)).mean() < 0.8 * fine.std((0, 1)).mean(), "per-pixel noise is smeared"

@@ -202,7 +202,7 @@ TWO_EPOCHS = [*TRAIN[:TRAIN.index("--epochs")], "--epochs", "2", *TRAIN[TRAIN.in
 def test_resume_refuses_changed_arguments(small_data, tmp_path, capsys):
     saved = {"arch": "resnet34", "lr": 0.1, "batch_size": 8, "epochs": 2, "init": "scratch",
              "data": "elsewhere", "device": "cuda", "split": None, "teacher": None,
-             "flatfield": "border", "relight_prob": 0.8}
+             "flatfield": "border", "relight_prob": 0.8, "camera_prob": 0.5}
     torch.save({"model": {}, "args": saved, "classes": [], "contract": "{}", "split_sha256": ""},
                tmp_path / "checkpoint.pth")
     changed = [*TWO_EPOCHS, "--lr", "0.05", "--init", "imagenet", "--device", "cpu"]  # these two don't count
@@ -227,6 +227,9 @@ def test_resume_compares_teachers_as_a_list_and_reads_a_single_saved_teacher(tmp
     assert resume_mismatches({}, Namespace(flatfield="border", relight_prob=0.8)) == [
         "flatfield=none, not border", "relight_prob=0.0, not 0.8"]
     assert resume_mismatches({}, Namespace(flatfield="none", relight_prob=0.0)) == []
+    # ... and one from before --camera-prob without the camera's artefacts.
+    assert resume_mismatches({"flatfield": "border"}, Namespace(flatfield="border", camera_prob=0.5)) == [
+        "camera_prob=0.0, not 0.5"]
 
 
 @pytest.mark.parametrize("damage", [{"epoch": "3"}, {"epoch": None}, {"epoch": 1.5}, {"history": "x"},

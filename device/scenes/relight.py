@@ -31,13 +31,14 @@ MASK_NEAR, MASK_FAR = 0.07, 0.16
 class Condition:
     """A board and a light: ``board`` reflectance per RGB channel (0-1), ``light`` colour gains,
     ``level`` the light's intensity (1 = the camera's exposure for this board), ``vignette`` the
-    fall-off at the corners (0 none, 0.4 = corners at 60% light)."""
+    fall-off at the corners (0 none, 0.4 = corners at 60% light), ``texture`` the board's."""
 
     name: str
     board: tuple[float, float, float]
     light: tuple[float, float, float] = (1.0, 1.0, 1.0)
     level: float = 1.0
     vignette: float = 0.3
+    texture: float = 0.0  # the board's grain and blotches, relative (:func:`textured_board`); 0 = plain
 
 
 GREY = (0.62, 0.62, 0.62)
@@ -47,6 +48,7 @@ CONDITIONS: dict[str, Condition] = {
     "warm": Condition("warm", GREY, light=(1.0, 0.78, 0.52)),  # tungsten-like, about 3000 K
     "dim": Condition("dim", GREY, level=0.6),
     "green": Condition("green", (0.30, 0.52, 0.36)),  # a green cutting mat
+    "textured": Condition("textured", GREY, texture=0.06),  # grain and blotches, as the scenes' board
 }
 
 
@@ -56,6 +58,17 @@ def to_linear(rgb: np.ndarray) -> np.ndarray:
 
 def to_uint8(linear: np.ndarray) -> np.ndarray:
     return (np.clip(linear, 0.0, 1.0) ** (1.0 / GAMMA) * 255.0 + 0.5).astype(np.uint8)
+
+
+def textured_board(size: tuple[int, int], seed: int = 0, albedo=(0.5, 0.5, 0.48), texture: float = 0.06) -> np.ndarray:
+    """A board of ``size`` (width, height) with a fine grain and a blotchy texture of relative
+    strength ``texture`` around ``albedo`` (linear albedo, HxWx3), drawn from ``seed``."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
+    blotches = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 8)
+    pattern = grain / grain.std() + 0.7 * blotches / blotches.std()
+    return (np.asarray(albedo, np.float32)[None, None] * (1 + texture * pattern[..., None])).clip(0.01, 1)
 
 
 def vignette_field(height: int, width: int, strength: float) -> np.ndarray:
@@ -106,7 +119,9 @@ def light_up(albedo: np.ndarray, light: tuple[float, float, float], level: float
 
 def relight(rgb: np.ndarray, condition: Condition) -> np.ndarray:
     """The item of an HxWx3 uint8 photo on ``condition``'s board under its light (uint8 RGB)."""
-    albedo = lay_on_board(cut_out(rgb), condition.board)
+    board = (textured_board(rgb.shape[1::-1], albedo=condition.board, texture=condition.texture)
+             if condition.texture else condition.board)
+    albedo = lay_on_board(cut_out(rgb), board)
     return light_up(albedo, condition.light, condition.level, condition.vignette)
 
 

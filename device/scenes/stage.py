@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from device.errors import DataError
-from device.scenes.relight import CONDITIONS, to_linear
+from device.scenes.relight import CONDITIONS, textured_board, to_linear
 
 FRAME_SIZE = (512, 384)  # width, height
 
@@ -35,16 +35,6 @@ def plain_stage(board: np.ndarray) -> Stage:
     return Stage(to_linear(board), plain=board)
 
 
-def textured_board(size=FRAME_SIZE, seed: int = 0, albedo=(0.5, 0.5, 0.48), texture: float = 0.06) -> np.ndarray:
-    """A grey board with a fine grain and a blotchy texture (linear albedo, HxWx3)."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
-    blotches = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 8)
-    pattern = grain / grain.std() + 0.7 * blotches / blotches.std()
-    return (np.asarray(albedo, np.float32)[None, None] * (1 + texture * pattern[..., None])).clip(0.01, 1)
-
-
 #: The demo stage's exposure: a white item does not clip even when the room gets 30% brighter.
 SCENE_LEVEL = 0.8
 
@@ -57,11 +47,11 @@ def scene_stage(seed: int = 0, *, light: str | None = None, board_seed: int | No
     the same texture), its light's colour and its level (relative to that exposure)."""
     board_seed = seed if board_seed is None else board_seed
     if light is None:
-        return Stage(textured_board(seed=board_seed), level=SCENE_LEVEL, vignette=0.25)
+        return Stage(textured_board(FRAME_SIZE, seed=board_seed), level=SCENE_LEVEL, vignette=0.25)
     if light not in CONDITIONS:
         raise DataError(f"unknown light {light!r} (one of {', '.join(CONDITIONS)})")
     condition = CONDITIONS[light]
-    return Stage(textured_board(seed=board_seed, albedo=condition.board), light=condition.light,
+    return Stage(textured_board(FRAME_SIZE, seed=board_seed, albedo=condition.board), light=condition.light,
                  level=SCENE_LEVEL * condition.level, vignette=0.25)
 
 
