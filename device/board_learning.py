@@ -3,10 +3,12 @@
 The board reference is the median of a still run of ``learn_s`` seconds (at most
 MAX_LEARN_FRAMES frames), taken only when that still scene looks like an empty board: nothing in
 it stands out from a smooth surface fitted to its border (:func:`board_deviation_share`). A
-scene that moves restarts the run. A still scene that looks occupied is an item lying on the
-board at start (the normal case after a restart in the middle of an item): it is reported once
-(``settled``, so it gets its decision) and learning waits, saying so once, until a still empty
-board is seen. A different item lying still there later is reported too. A scene that keeps
+scene that moves restarts the run. A scene still for ``settle_s`` that looks occupied is an item
+lying on the board at start (the normal case after a restart in the middle of an item): it is
+reported once (``settled``, so it gets its decision) and learning waits, saying so once, until
+a still empty board is seen; a different item lying still there later is reported too. Once an
+item has lain there, items are coming: the board is learned from ``settle_s`` of still, empty
+scene, as the gaps between items may all be shorter than ``learn_s``. A scene that keeps
 moving from the start is waited for too, and said so once.
 """
 
@@ -46,7 +48,8 @@ class BoardLearner:
         self._prev: np.ndarray | None = None
         self._since: float | None = None
         self._frames: list[np.ndarray] = []
-        self._judged = False  # the current still run was judged already
+        self._judged = False  # the current still run was judged (an item) already
+        self._looked_empty = False  # the current still run looked empty, too short yet to learn from
         self._start_view: np.ndarray | None = None  # the item decided at start
         self._started: float | None = None
         self._warned = False  # the board is not empty
@@ -63,7 +66,7 @@ class BoardLearner:
         self._prev = small
         self._started = t if self._started is None else self._started
         if motion >= s.settle_motion_frac:
-            self._since, self._frames, self._judged = None, [], False
+            self._since, self._frames, self._judged, self._looked_empty = None, [], False, False
             if not self._warned_moving and t - self._started >= max(NOT_STILL_WARN_S, 3 * s.learn_s):
                 self._warned_moving = True
                 log.warning("the scene has not been still for %.0f s since start: waiting for a still, empty board "
@@ -73,13 +76,21 @@ class BoardLearner:
             self._since = t
         if len(self._frames) < MAX_LEARN_FRAMES:
             self._frames.append(image)
-        if self._judged or t - self._since + 1e-6 < s.learn_s:
+        still_s = t - self._since + 1e-6
+        # An item lying still is judged as the loop judges one (settle_s); the board is learned
+        # from learn_s of still, empty scene, or from settle_s once items are coming (one lay
+        # there at start): the gaps between them may all be shorter than learn_s.
+        empty_needs_s = s.learn_s if self._start_view is None else min(s.settle_s, s.learn_s)
+        if self._judged or still_s < min(s.settle_s, s.learn_s) or (self._looked_empty and still_s < empty_needs_s):
             return LearnStep("", None, motion, 0.0, True)
-        self._judged = True
         board = np.median(np.stack(self._frames), axis=0).astype(np.uint8)
         deviation = board_deviation_share(board, EMPTY_LEVEL)
         if deviation <= EMPTY_MAX_SHARE:
+            if still_s < empty_needs_s:  # looks empty: learned once it has lain still for learn_s
+                self._looked_empty = True
+                return LearnStep("", None, motion, deviation, True)
             return LearnStep("", board, motion, deviation, True)
+        self._judged = True
         if not self._warned:
             self._warned = True
             log.warning("the board is not empty at start (%.0f%% of the still scene stands out from a smooth "

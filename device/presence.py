@@ -18,7 +18,8 @@ disturbance (a hand passing, glare) does not. All times are the frames' own time
 
 Without a reference from calibration (state LEARNING), the board is learned from a still run
 of ``learn_s`` seconds that looks like an empty board (:mod:`device.board_learning`); an item
-lying there at start is decided (``settled``) instead and learning waits for the empty board.
+lying there at start is decided (``settled``) instead and learning waits for the empty board
+(then ``settle_s`` of it: items are coming).
 A calibration's board is checked when the scene first lies still: a view that differs from it
 is warned about once (and sorted as an item).
 """

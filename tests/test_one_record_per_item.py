@@ -182,6 +182,25 @@ def test_an_item_on_the_board_at_start_is_sorted_and_its_removal_is_no_item(scen
     assert len(learned) == 1
 
 
+def test_items_that_follow_one_lying_there_at_start_with_short_gaps_each_get_a_record(scene_config,
+                                                                                   colour_model_path, tmp_path):
+    """No calibration, an item lying there at start, then items every 1.8 s: each rests 1 s and
+    the board lies empty for 0.8 s between them, shorter than ``learn_s`` (1 s). The board is
+    learned from the first still, empty gap (``settle_s`` long once an item has been there), and
+    every item gets its one record (before, none was seen until the board had lain empty for
+    learn_s: a busy stream lost every item)."""
+    board = make_board(seed=3)
+    frames = [item_on(board, RED)] * 15
+    for colour in (BLUE, RED, BLUE, RED):
+        frames += [board] * 8 + [item_on(board, colour)] * 10
+    frames += [board] * 10
+    summary, records = sort_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+
+    assert [(r["label"], r["settled"]) for r in records] == [("cardboard", True), ("metal", True),
+                                                             ("cardboard", True), ("metal", True),
+                                                             ("cardboard", True)]
+
+
 def test_a_scene_that_moves_at_start_is_not_learned_as_the_board(scene_config, colour_model_path, tmp_path, caplog):
     """No calibration, and for 4 s something keeps moving over the board (a hand, a shaken
     item): nothing is learned from it, that is said once, and the board is learned once it lies
