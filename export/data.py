@@ -48,37 +48,39 @@ def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str)
 
 
 def device_conditions(images: torch.Tensor, contract: ModelContract, relight_prob: float,
-                      camera_prob: float = 0.0) -> torch.Tensor:
+                      camera_prob: float = 0.0, textured_prob: float = 0.0) -> torch.Tensor:
     """uint8 N x 3 x H x W photos as the device would see them: each (with ``relight_prob``) on
-    a random board (often textured) under a random light with sensor noise, (with
-    ``camera_prob``) with a video's compression artefacts, then the contract's pixel step."""
+    a random board (textured with ``textured_prob``) under a random light with sensor noise,
+    (with ``camera_prob``) with a video's compression artefacts, then the contract's pixel step.
+    A probability of 0 draws nothing: runs from before an option draw as they did."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))  # torch's RNG: resumable
     out = np.empty((len(images), images.shape[2], images.shape[3], 3), dtype=np.uint8)
     for i, chw in enumerate(images):
         rgb = chw.permute(1, 2, 0).numpy()
         if rng.random() < relight_prob:
-            rgb = random_relight(rgb, rng)
-        if rng.random() < camera_prob:
+            rgb = random_relight(rgb, rng, textured_prob)
+        if camera_prob > 0 and rng.random() < camera_prob:
             rgb = camera_artefacts(rgb, rng)
         out[i] = prepare_photo(rgb, contract)
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-def random_relight(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def random_relight(rgb: np.ndarray, rng: np.random.Generator, textured_prob: float = 0.0) -> np.ndarray:
     """The photo's item on a random board (:func:`random_board`) under a random light, with
     sensor noise (standard deviation up to 4 grey levels)."""
     condition = random_condition(rng)
-    board = random_board(condition.board, rgb.shape[1::-1], rng)
+    board = random_board(condition.board, rgb.shape[1::-1], rng, textured_prob)
     lit = light_up(lay_on_board(cut_out(rgb), board), condition.light, condition.level, condition.vignette)
     noisy = lit.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), lit.shape)
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 
 
-def random_board(albedo: tuple[float, float, float], size: tuple[int, int],
-                 rng: np.random.Generator) -> np.ndarray | tuple[float, float, float]:
-    """A board of reflectance ``albedo``: 60% of the time textured (HxWx3 for ``size`` = (w, h),
-    a grain and blotches of 2-10%, as :func:`device.scenes.relight.textured_board`), else plain."""
-    if rng.random() >= 0.6:
+def random_board(albedo: tuple[float, float, float], size: tuple[int, int], rng: np.random.Generator,
+                 textured_prob: float) -> np.ndarray | tuple[float, float, float]:
+    """A board of reflectance ``albedo``: with ``textured_prob`` textured (HxWx3 for ``size`` =
+    (w, h), a grain and blotches of 2-10%, as :func:`device.scenes.relight.textured_board`),
+    else plain."""
+    if textured_prob <= 0 or rng.random() >= textured_prob:
         return albedo
     return textured_board(size, seed=int(rng.integers(2**31)), albedo=albedo, texture=float(rng.uniform(0.02, 0.1)))
 
@@ -101,17 +103,18 @@ class BatchAugment:
     for a batch of cached uint8 images."""
 
     def __init__(self, out_hw: tuple[int, int], contract: ModelContract, min_scale: float = 0.25,
-                 relight_prob: float = 0.0, camera_prob: float = 0.0):
+                 relight_prob: float = 0.0, camera_prob: float = 0.0, textured_prob: float = 0.0):
         self.crop = v2.RandomResizedCrop(out_hw, scale=(min_scale, 1.0), ratio=(1.0, 1.8), antialias=True)
         self.contract = contract
         self.flat = contract.flatfield != "none"
-        self.relight_prob, self.camera_prob = relight_prob, camera_prob
+        self.relight_prob, self.camera_prob, self.textured_prob = relight_prob, camera_prob, textured_prob
         self.mean = torch.tensor(contract.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(contract.std).view(1, 3, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.flat:
-            images = device_conditions(images, self.contract, self.relight_prob, self.camera_prob)
+            images = device_conditions(images, self.contract, self.relight_prob, self.camera_prob,
+                                       self.textured_prob)
         x = torch.stack([self.crop(img) for img in images]).float() / 255.0
         n = x.shape[0]
         flip_h = torch.rand(n) < 0.5

@@ -84,6 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relight-prob", type=float, default=0.8,
                    help="share of training photos put on a random board under a random light "
                         "(with --flatfield border)")
+    p.add_argument("--textured-board-prob", type=float, default=0.6,
+                   help="share of the relit photos whose board has a grain and blotches, as real boards do")
     p.add_argument("--camera-prob", type=float, default=0.5,
                    help="share of training photos given a recorded video's artefacts: compression, "
                         "slight blur (with --flatfield border)")
@@ -141,7 +143,8 @@ def main(args) -> int:
                  if teachers else None)
     optimizer = build_optimizer(args, model, projector)
     augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
-                           relight_prob=args.relight_prob, camera_prob=args.camera_prob)
+                           relight_prob=args.relight_prob, camera_prob=args.camera_prob,
+                           textured_prob=args.textured_board_prob)
     if args.find_lr:
         find_lr(model, projector, teachers, data.images, data.labels, augment, optimizer, args, device, out,
                 student_size(args, args.epochs))

@@ -168,7 +168,7 @@ def test_training_relighting_moves_the_item_to_another_board_and_light():
     item = (slice(h // 3 + 3, 2 * h // 3 - 3), slice(w // 3 + 3, 2 * w // 3 - 3))
     boards = []
     for seed in range(20):
-        out = random_relight(image, np.random.default_rng(seed))
+        out = random_relight(image, np.random.default_rng(seed), 0.6)
         boards.append(out[:10, :10].reshape(-1, 3).mean(0))
         red, green, blue = flatten_board(out)[item].reshape(-1, 3).astype(np.float32).mean(0)
         assert red > green + 30 and red > blue + 30, f"seed {seed}: the item is still red on its board"
@@ -178,7 +178,7 @@ def test_training_relighting_moves_the_item_to_another_board_and_light():
 def test_training_boards_are_often_textured_as_real_ones_are():
     from export.data import random_board
 
-    boards = [random_board((0.5, 0.4, 0.3), (64, 48), np.random.default_rng(seed)) for seed in range(40)]
+    boards = [random_board((0.5, 0.4, 0.3), (64, 48), np.random.default_rng(seed), 0.6) for seed in range(40)]
     textured = [b for b in boards if isinstance(b, np.ndarray)]
     assert 12 <= len(textured) <= 36 and all(b == (0.5, 0.4, 0.3) for b in boards if not isinstance(b, np.ndarray))
     for board in textured:
@@ -197,3 +197,23 @@ def test_camera_artefacts_smear_fine_texture_and_keep_colours():
         assert out.shape == fine.shape and out.dtype == np.uint8
         assert np.abs(out.mean((0, 1)) - fine.mean((0, 1))).max() < 4, "red stays red (no BGR swap)"
         assert out.std((0, 1)).mean() < 0.8 * fine.std((0, 1)).mean(), "per-pixel noise is smeared"
+
+
+def test_training_without_the_newer_augmentations_draws_as_runs_before_them_did():
+    """--camera-prob 0 --textured-board-prob 0: each relit photo is exactly what the relighting
+    before those options made from the same random draws (older runs stay reproducible)."""
+    torch = pytest.importorskip("torch")
+    from device.scenes.relight import random_condition
+    from export.data import device_conditions
+
+    contract = ModelContract(("a", "b"), 64, 48, flatfield="border")
+    images = torch.from_numpy(np.stack([photo(), photo(item_rgb=(40, 60, 200))])).permute(0, 3, 1, 2)
+    torch.manual_seed(7)
+    now = device_conditions(images, contract, 1.0, camera_prob=0.0, textured_prob=0.0)
+    torch.manual_seed(7)
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+    for image, got in zip(images, now):
+        rng.random()  # whether to relight (relight_prob 1: yes)
+        rgb = relight(image.permute(1, 2, 0).numpy(), random_condition(rng))
+        noisy = np.clip(rgb.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), rgb.shape) + 0.5, 0, 255)
+        assert np.array_equal(got.permute(1, 2, 0).numpy(), flatten_board(noisy.astype(np.uint8)))

@@ -202,7 +202,8 @@ TWO_EPOCHS = [*TRAIN[:TRAIN.index("--epochs")], "--epochs", "2", *TRAIN[TRAIN.in
 def test_resume_refuses_changed_arguments(small_data, tmp_path, capsys):
     saved = {"arch": "resnet34", "lr": 0.1, "batch_size": 8, "epochs": 2, "init": "scratch",
              "data": "elsewhere", "device": "cuda", "split": None, "teacher": None,
-             "flatfield": "border", "relight_prob": 0.8, "camera_prob": 0.5}
+             "flatfield": "border", "relight_prob": 0.8, "camera_prob": 0.5,
+             "textured_board_prob": 0.6}
     torch.save({"model": {}, "args": saved, "classes": [], "contract": "{}", "split_sha256": ""},
                tmp_path / "checkpoint.pth")
     changed = [*TWO_EPOCHS, "--lr", "0.05", "--init", "imagenet", "--device", "cpu"]  # these two don't count
