@@ -3,13 +3,13 @@
 The board reference is the median of a still run of ``learn_s`` seconds (at most
 MAX_LEARN_FRAMES frames), taken only when that still scene looks like an empty board: nothing in
 it stands out from a smooth surface fitted to its border (:func:`board_deviation_share`). A
-scene that moves restarts the run. A scene still for ``settle_s`` that looks occupied is an item
-lying on the board at start (the normal case after a restart in the middle of an item): it is
-reported once (``settled``, so it gets its decision) and learning waits, saying so once, until
-a still empty board is seen; a different item lying still there later is reported too. Once an
-item has lain there, items are coming: the board is learned from ``settle_s`` of still, empty
-scene, as the gaps between items may all be shorter than ``learn_s``. A scene that keeps
-moving from the start is waited for too, and said so once.
+scene that moves restarts the run. A scene still for ``settle_s`` (``learn_s`` when shorter)
+that looks occupied is an item lying on the board at start (the normal case after a restart in
+the middle of an item): it is reported once (``settled``, so it gets its decision) and learning
+waits, saying so once, until a still empty board is seen; a different item lying still there
+later is reported too. Once an item has lain there, items are coming: the board is learned from
+that same time of still, empty scene, as the gaps between items may all be shorter than
+``learn_s``. A scene that keeps moving from the start is waited for too, and said so once.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ class BoardLearner:
         if len(self._frames) < MAX_LEARN_FRAMES:
             self._frames.append(image)
         still_s = t - self._since + 1e-6
-        # An item lying still is judged as the loop judges one (settle_s); the board is learned
-        # from learn_s of still, empty scene, or from settle_s once items are coming (one lay
-        # there at start): the gaps between them may all be shorter than learn_s.
+        # An item lying still is judged as the loop judges one (after settle_s, or learn_s when
+        # shorter); the board is learned from learn_s of still, empty scene, or from as long as an
+        # item needs once items are coming (one lay there at start): the gaps between them may
+        # all be shorter than learn_s.
         empty_needs_s = s.learn_s if self._start_view is None else min(s.settle_s, s.learn_s)
         if self._judged or still_s < min(s.settle_s, s.learn_s) or (self._looked_empty and still_s < empty_needs_s):
             return LearnStep("", None, motion, 0.0, True)
@@ -89,6 +90,7 @@ class BoardLearner:
             if still_s < empty_needs_s:  # looks empty: learned once it has lain still for learn_s
                 self._looked_empty = True
                 return LearnStep("", None, motion, deviation, True)
+            log.info("empty board learned from %.1f s of still, empty scene", still_s)
             return LearnStep("", board, motion, deviation, True)
         self._judged = True
         if not self._warned:

@@ -245,7 +245,6 @@ class Sorter:
             board = self.presence.reference_image
             self.gate = ExposureGate(self.gate.thresholds, board_stats(board, self.gate.thresholds.saturation_level),
                                      board_image=board)
-            log.info("empty board learned from %.1f s of still, empty scene", self.config.presence.learn_s)
         if update.state is not State.LEARNING:
             self._count_reject(verdict)
         self._follow_item(image, verdict, update, t)

@@ -1,7 +1,7 @@
 """Evaluate a model on a folder of labelled photos, through the device's own classifier.
 
     waste-sorter evaluate --data DIR [--data DIR2 ...] [--model M] [--split S --subset test]
-                          [--out-dir D] [--json] [--relight all | --relight grey,warm,dim,green]
+                          [--out-dir D] [--json] [--relight all | --relight grey,warm,dim,green,textured]
 
 Needs only the device dependencies (onnxruntime, OpenCV, numpy). Without ``--model`` the
 device's default model is evaluated. Class folders are matched to the model's classes by name,
@@ -13,8 +13,8 @@ accuracy on what the sorter's own camera saw, apart from the photos'.
 
 ``--relight`` measures the model under device conditions as well: each photo's own background
 and light are taken out and the item is put on one board under one light
-(:mod:`device.scenes.relight`: a grey board, the same under warm tungsten-like light, at 60% light, and
-a green board). Each condition reports accuracy, per-class figures and the share of photos
+(:mod:`device.scenes.relight`: a grey board, the same under warm tungsten-like light, at 60% light, a
+green board, and the grey board with a grain and blotches of 6%). Each condition reports accuracy, per-class figures and the share of photos
 whose label changed from the photo as it is ("label changed by relighting").
 
 PNGs (the confusion matrix and the most confidently wrong photos) are written only with

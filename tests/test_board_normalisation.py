@@ -217,3 +217,13 @@ def test_training_without_the_newer_augmentations_draws_as_runs_before_them_did(
         rgb = relight(image.permute(1, 2, 0).numpy(), random_condition(rng))
         noisy = np.clip(rgb.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), rgb.shape) + 0.5, 0, 255)
         assert np.array_equal(got.permute(1, 2, 0).numpy(), flatten_board(noisy.astype(np.uint8)))
+
+
+def test_the_textured_condition_lays_the_item_on_a_grainy_board():
+    def grain(image):  # what a 5x5 blur takes from a corner of the board
+        corner = image[:24, :24].astype(np.float32)
+        return np.abs(corner - cv2.blur(corner, (5, 5))).mean()
+
+    grey, textured = relight(photo(), CONDITIONS["grey"]), relight(photo(), CONDITIONS["textured"])
+    assert grain(grey) < 0.5 < 1.5 < grain(textured)
+    assert abs(float(grey[:24, :24].mean()) - float(textured[:24, :24].mean())) < 6, "the same grey"

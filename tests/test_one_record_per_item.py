@@ -201,6 +201,23 @@ def test_items_that_follow_one_lying_there_at_start_with_short_gaps_each_get_a_r
                                                              ("cardboard", True)]
 
 
+def test_a_quiet_start_learns_the_board_from_learn_s_not_from_a_shorter_gap(scene_config, colour_model_path,
+                                                                           tmp_path, caplog):
+    """Nothing lay there at start: 0.7 s of empty board (less than learn_s) is not learned from,
+    so the item that comes lies on a board not yet learned: it is sorted as an item lying there,
+    and the board is learned after it (from settle_s: items are coming)."""
+    board = make_board(seed=3)
+    frames = [board] * 7 + [item_on(board, BLUE)] * 20 + [board] * 15
+    with caplog.at_level(logging.INFO):
+        summary, records = sort_frames(scene_config, colour_model_path, tmp_path / "sort.jsonl", frames)
+
+    assert [(r["label"], r["settled"]) for r in records] == [("metal", True)]
+    messages = [r.getMessage() for r in caplog.records]
+    waited = [i for i, m in enumerate(messages) if "not empty at start" in m]
+    learned = [i for i, m in enumerate(messages) if m == "empty board learned from 0.5 s of still, empty scene"]
+    assert len(waited) == 1 and len(learned) == 1 and waited[0] < learned[0]
+
+
 def test_a_scene_that_moves_at_start_is_not_learned_as_the_board(scene_config, colour_model_path, tmp_path, caplog):
     """No calibration, and for 4 s something keeps moving over the board (a hand, a shaken
     item): nothing is learned from it, that is said once, and the board is learned once it lies

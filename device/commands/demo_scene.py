@@ -113,6 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board-seed", type=int, help="the board's texture (default: --seed)")
     p.add_argument("--light", choices=tuple(CONDITIONS),
                    help="board colour and light of one of evaluate --relight's conditions (warm: tungsten-like; "
+                        "a scene's board is always textured: textured is the same as grey; "
                         "default: a mid-grey board under neutral light)")
 
 
