@@ -87,7 +87,7 @@ class BoardLearner:
         board = np.median(np.stack(self._frames), axis=0).astype(np.uint8)
         deviation = board_deviation_share(board, EMPTY_LEVEL)
         if deviation <= EMPTY_MAX_SHARE:
-            if still_s < empty_needs_s:  # looks empty: learned once it has lain still for learn_s
+            if still_s < empty_needs_s:  # looks empty: learned once still for empty_needs_s
                 self._looked_empty = True
                 return LearnStep("", None, motion, deviation, True)
             log.info("empty board learned from %.1f s of still, empty scene", still_s)

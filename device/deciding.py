@@ -12,7 +12,8 @@ confidence of at least ``model.early_confidence`` is decided at once (``early``)
 would call it settled (never while the board is learned: every frame then counts as the item's,
 the item taken away and the empty board too). An item is routed and its bin actuated the moment
 its last frame is classified, on the worker thread (``actuate`` must be thread-safe); the loop
-then writes the record from the :class:`Outcome`. Decisions complete in the order the items were decided.
+then writes the record from the :class:`Outcome`. Decisions complete in the order the items
+were decided.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ wrong types (a bool is not a number; an int is a float), NaN and infinity, value
 or not among the choices, and unknown or missing keys as the file's :class:`Rules` say. Types
 understood: bool, int, float, str, ``X | None`` (absent or null), ``int | str`` (the strings
 in ``choices``), ``tuple[X, X]`` and ``tuple[X, ...]`` (of ``length`` items, or any number),
-``dict[str, X]`` (tables of any names) and nested dataclasses. Checks across fields stay with each file's reader.
+``dict[str, X]`` (tables of any names) and nested dataclasses. Checks across fields stay with
+each file's reader.
 """
 
 from __future__ import annotations

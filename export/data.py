@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
 from device.gamma import GAMMA
-from device.scenes.relight import cut_out, lay_on_board, light_up, random_condition, textured_board
+from device.scenes.relight import random_condition, relight, textured_board
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
@@ -69,8 +69,7 @@ def random_relight(rgb: np.ndarray, rng: np.random.Generator, textured_prob: flo
     """The photo's item on a random board (:func:`random_board`) under a random light, with
     sensor noise (standard deviation up to 4 grey levels)."""
     condition = random_condition(rng)
-    board = random_board(condition.board, rgb.shape[1::-1], rng, textured_prob)
-    lit = light_up(lay_on_board(cut_out(rgb), board), condition.light, condition.level, condition.vignette)
+    lit = relight(rgb, condition, board=random_board(condition.board, rgb.shape[1::-1], rng, textured_prob))
     noisy = lit.astype(np.float32) + rng.normal(0.0, rng.uniform(0.0, 4.0), lit.shape)
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 

@@ -13,9 +13,10 @@ accuracy on what the sorter's own camera saw, apart from the photos'.
 
 ``--relight`` measures the model under device conditions as well: each photo's own background
 and light are taken out and the item is put on one board under one light
-(:mod:`device.scenes.relight`: a grey board, the same under warm tungsten-like light, at 60% light, a
-green board, and the grey board with a grain and blotches of 6%). Each condition reports accuracy, per-class figures and the share of photos
-whose label changed from the photo as it is ("label changed by relighting").
+(:mod:`device.scenes.relight`: a grey board, the same under warm tungsten-like light, at 60%
+light, a green board, and the grey board with a grain and blotches of 6%). Each condition
+reports accuracy, per-class figures and the share of photos whose label changed from the photo
+as it is ("label changed by relighting").
 
 PNGs (the confusion matrix and the most confidently wrong photos) are written only with
 ``--out-dir``, and only where matplotlib is installed (``pip install matplotlib``; it is not a

@@ -117,10 +117,12 @@ def light_up(albedo: np.ndarray, light: tuple[float, float, float], level: float
     return to_uint8(albedo * illumination(*albedo.shape[:2], light, level, vignette))
 
 
-def relight(rgb: np.ndarray, condition: Condition) -> np.ndarray:
-    """The item of an HxWx3 uint8 photo on ``condition``'s board under its light (uint8 RGB)."""
-    board = (textured_board(rgb.shape[1::-1], albedo=condition.board, texture=condition.texture)
-             if condition.texture else condition.board)
+def relight(rgb: np.ndarray, condition: Condition, board: np.ndarray | None = None) -> np.ndarray:
+    """The item of an HxWx3 uint8 photo on ``condition``'s board under its light (uint8 RGB);
+    ``board`` (linear albedo, HxWx3 or 3) lays it on that board instead."""
+    if board is None:
+        board = (textured_board(rgb.shape[1::-1], albedo=condition.board, texture=condition.texture)
+                 if condition.texture else condition.board)
     albedo = lay_on_board(cut_out(rgb), board)
     return light_up(albedo, condition.light, condition.level, condition.vignette)
 
