@@ -19,13 +19,13 @@ RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size",
                "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
                "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
                "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "camera_prob",
-               "textured_board_prob", "replay_per_class")
+               "textured_board_prob", "replay_per_class", "teacher_view")
 
 
-#: What a checkpoint written before --flatfield, --relight-prob, --camera-prob or
-#: --textured-board-prob existed was trained with.
+#: What a checkpoint written before --flatfield, --relight-prob, --camera-prob,
+#: --textured-board-prob or --teacher-view existed was trained with.
 OLDER_CHECKPOINT_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0, "camera_prob": 0.0,
-                             "textured_board_prob": 0.0}
+                             "textured_board_prob": 0.0, "teacher_view": "same"}
 
 
 def resume_mismatches(saved: dict, args) -> list[str]:

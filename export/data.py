@@ -48,20 +48,25 @@ def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str)
 
 
 def device_conditions(images: torch.Tensor, contract: ModelContract, relight_prob: float,
-                      camera_prob: float = 0.0, textured_prob: float = 0.0) -> torch.Tensor:
+                      camera_prob: float = 0.0, textured_prob: float = 0.0, *,
+                      with_photo: bool = False) -> torch.Tensor:
     """uint8 N x 3 x H x W photos as the device would see them: each (with ``relight_prob``) on
     a random board (textured with ``textured_prob``) under a random light with sensor noise,
     (with ``camera_prob``) with a video's compression artefacts, then the contract's pixel step.
-    A probability of 0 draws nothing: runs from before an option draw as they did."""
+    A probability of 0 draws nothing: runs from before an option draw as they did.
+    ``with_photo``: 2N images, each photo as it is (only the pixel step) after the N above."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))  # torch's RNG: resumable
-    out = np.empty((len(images), images.shape[2], images.shape[3], 3), dtype=np.uint8)
+    n = len(images)
+    out = np.empty((2 * n if with_photo else n, images.shape[2], images.shape[3], 3), dtype=np.uint8)
     for i, chw in enumerate(images):
-        rgb = chw.permute(1, 2, 0).numpy()
+        rgb = photo = chw.permute(1, 2, 0).numpy()
         if rng.random() < relight_prob:
             rgb = random_relight(rgb, rng, textured_prob)
         if camera_prob > 0 and rng.random() < camera_prob:
             rgb = camera_artefacts(rgb, rng)
         out[i] = prepare_photo(rgb, contract)
+        if with_photo:
+            out[n + i] = out[i] if rgb is photo else prepare_photo(photo, contract)
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
@@ -111,11 +116,21 @@ class BatchAugment:
         self.std = torch.tensor(contract.std).view(1, 3, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The augmented batch, normalised: N x 3 x H x W."""
+        return self.views(images, with_photo=False)[0]
+
+    def views(self, images: torch.Tensor, *, with_photo: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The augmented batch and (``with_photo``, board-normalised contracts) each photo as it
+        is under the same crop, flips, contrast and saturation: no board, light or camera change
+        (None without ``with_photo``)."""
+        paired = with_photo and self.flat
+        n = len(images)
         if self.flat:
             images = device_conditions(images, self.contract, self.relight_prob, self.camera_prob,
-                                       self.textured_prob)
+                                       self.textured_prob, with_photo=paired)
+        if paired:  # one crop for both views: stack them as channels
+            images = torch.cat([images[:n], images[n:]], 1)
         x = torch.stack([self.crop(img) for img in images]).float() / 255.0
-        n = x.shape[0]
         flip_h = torch.rand(n) < 0.5
         flip_v = torch.rand(n) < 0.5
         x[flip_h] = x[flip_h].flip(3)
@@ -126,20 +141,30 @@ class BatchAugment:
             gain = torch.pow(2.0, torch.empty(n, 1, 1, 1).uniform_(-1.2, 1.5))
             x = (x.pow(GAMMA) * gain).clamp(0, 1).pow(1 / GAMMA)
         contrast = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3)
+        saturation = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4)
+        out = [self._colour(v, contrast, saturation) for v in (x[:, :3], x[:, 3:]) if v.shape[1]]
+        return out[0], (out[1] if paired else None)
+
+    def _colour(self, x: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
         x = (x - x.mean((1, 2, 3), keepdim=True)) * contrast + x.mean((1, 2, 3), keepdim=True)
         gray = x.mean(1, keepdim=True)
-        saturation = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4)
         x = ((x - gray) * saturation + gray).clamp(0, 1)
         return (x - self.mean) / self.std
 
 
-def mixup(x: torch.Tensor, targets: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix pairs in a batch with probability ``prob``; ``targets`` are one-hot / soft labels."""
+def mixup(x: torch.Tensor, targets: torch.Tensor, prob: float,
+          photos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Mix pairs in a batch with probability ``prob``; ``targets`` are one-hot / soft labels;
+    ``photos`` (the batch's other view, or None) mixed by the same pairs and weight."""
     if prob <= 0 or torch.rand(()) >= prob:
-        return x, targets
+        return x, targets, photos
     lam = float(torch.distributions.Beta(1.0, 1.0).sample())
     perm = torch.randperm(x.shape[0])
-    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+    def mix(t):
+        return None if t is None else lam * t + (1 - lam) * t[perm]
+
+    return mix(x), mix(targets), mix(photos)
 
 
 def resize_batch(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -3,6 +3,9 @@
 Soft cross-entropy on the (mixed, label-smoothed) labels. With teachers (knowledge
 distillation, ``train --teacher CKPT``, repeatable), the teachers label the very same augmented
 (and mixed) batch the student sees (several teachers: the mean of their softened probabilities),
+or with ``--teacher-view photo`` each photo as it is under the same crop, flips, colour and
+mixing while the student sees it on its random board and light (the teacher's label of the
+photo is the target for every light the student meets, as Noisy Student's clean teacher),
 and the student also matches the teachers' pooled features (concatenated, so a teacher with
 larger features weighs more in the cosine; the ensembles here are of one architecture) through
 a projection used only in training.
@@ -35,17 +38,19 @@ def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torc
 
 
 def compute_loss(model, projector, teachers, images, labels, size_hw, augment, args, device):
-    x = augment(images)
+    photo_view = bool(teachers) and args.teacher_view == "photo"
+    x, x_photo = augment.views(images, with_photo=photo_view)
     y = F.one_hot(labels, num_classes=args.num_classes).float()
-    x, y = mixup(x, y, args.mixup)
+    x, y, x_photo = mixup(x, y, args.mixup, x_photo)
     x = x.to(device, memory_format=torch.channels_last)
+    x_teacher = x if x_photo is None else x_photo.to(device, memory_format=torch.channels_last)
     y = y.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
         logits, features = forward_features(model, resize_batch(x, size_hw))
         loss = (1 - args.kd_weight if teachers else 1.0) * soft_cross_entropy(logits, y, args.label_smoothing)
         if teachers:
             t = args.kd_temperature
-            t_probs, t_features = teacher_targets(teachers, x, t)
+            t_probs, t_features = teacher_targets(teachers, x_teacher, t)
             kd = F.kl_div(F.log_softmax(logits.float() / t, 1), t_probs, reduction="batchmean") * t * t
             cos = F.cosine_similarity(projector(features).float(), t_features, dim=1)
             loss = loss + args.kd_weight * kd + args.feature_weight * (1 - cos).mean()

@@ -91,6 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "slight blur (with --flatfield border)")
     p.add_argument("--teacher", type=Path, action="append",
                    help="checkpoint of a trained teacher to distil from; repeat for an ensemble")
+    p.add_argument("--teacher-view", choices=("same", "photo"), default="same",
+                   help="what the teachers label: the student's augmented batch (same) or each photo as it "
+                        "is under the same crop and colour (photo: one target for every board and light)")
     p.add_argument("--kd-weight", type=float, default=0.7, help="weight of the teacher's soft labels")
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--feature-weight", type=float, default=1.0, help="weight of feature matching")
@@ -120,6 +123,9 @@ def student_size(args, epoch: int) -> tuple[int, int]:
 
 
 def main(args) -> int:
+    if args.teacher_view == "photo" and (not args.teacher or args.flatfield == "none"):
+        raise UsageError("--teacher-view photo needs --teacher and a board-normalised --flatfield "
+                         "(the teacher's view is each photo without the student's board and light)")
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     out = Path(args.output_dir)

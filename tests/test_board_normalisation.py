@@ -219,6 +219,31 @@ def test_training_without_the_newer_augmentations_draws_as_runs_before_them_did(
         assert np.array_equal(got.permute(1, 2, 0).numpy(), flatten_board(noisy.astype(np.uint8)))
 
 
+def test_the_teachers_photo_view_is_the_students_crop_of_the_photo_as_it_is():
+    """--teacher-view photo: the second view is what training without relighting makes of the
+    same photos from the same draws (crop, flips, colour), while the student's view is relit;
+    mixing pairs both views alike."""
+    torch = pytest.importorskip("torch")
+    from export.data import BatchAugment, mixup
+
+    contract = ModelContract(("a", "b"), 64, 48, flatfield="border")
+    images = torch.from_numpy(np.stack([photo(), photo(item_rgb=(40, 60, 200))] * 2)).permute(0, 3, 1, 2)
+    torch.manual_seed(3)
+    relit, photos = BatchAugment((48, 64), contract, relight_prob=1.0, textured_prob=0.6).views(images, with_photo=True)
+    torch.manual_seed(3)
+    plain = BatchAugment((48, 64), contract, relight_prob=0.0)(images)
+    assert photos.shape == relit.shape == plain.shape == (4, 3, 48, 64)
+    assert torch.allclose(photos, plain, atol=1e-5)
+    assert (relit - photos).abs().mean() > 0.1, "the student's view is on another board and light"
+    labels = torch.eye(2)[[0, 1, 0, 1]]
+    torch.manual_seed(0)
+    mixed, targets, mixed_photos = mixup(relit, labels, 1.0, photos)
+    torch.manual_seed(0)
+    alone, same_targets, _ = mixup(photos, labels, 1.0)
+    assert torch.equal(targets, same_targets) and not torch.equal(mixed, relit)
+    assert torch.allclose(mixed_photos, alone)
+
+
 def test_the_textured_condition_lays_the_item_on_a_grainy_board():
     def grain(image):  # what a 5x5 blur takes from a corner of the board
         corner = image[:24, :24].astype(np.float32)

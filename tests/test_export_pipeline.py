@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")  # the train extra; a device-only install s
 from device.classifier import Classifier  # noqa: E402
 from device.cli import main as cli_main  # noqa: E402
 from device.contract import KEY_CONTRACT, KEY_METRICS, KEY_SPLIT_SHA256, ModelContract  # noqa: E402
-from device.errors import DataError  # noqa: E402
+from device.errors import DataError, UsageError  # noqa: E402
 from export.evaluate import Evaluation  # noqa: E402
 from export.models import checkpoint_weights, load_checkpoint  # noqa: E402
 from export.package import read_metadata  # noqa: E402
@@ -84,7 +84,7 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
                      "efficientnet_lite0", "--init", "imagenet", "--opt", "adamw", "--lr", "1e-3", *TRAIN]) == 0
     assert cli_main(["train", "--data", str(small_data), "--output-dir", str(student), "--split",
                      str(teacher / "split.json"), "--teacher", str(teacher / "checkpoint.pth"),  # an ensemble of two
-                     "--teacher", str(teacher / "checkpoint.pth"), "--mixup", "0.5",
+                     "--teacher", str(teacher / "checkpoint.pth"), "--mixup", "0.5", "--teacher-view", "photo",
                      "--min-input-size", "32", *TRAIN]) == 0
     fp32, int8 = tmp_path / "m-fp32.onnx", tmp_path / "m-int8.onnx"
     assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
@@ -155,6 +155,15 @@ def test_damaged_checkpoint_is_a_clear_error(small_data, tmp_path, capsys):
     assert err.startswith("waste-sorter export: error:") and "damaged" in err and "\n" not in err
     code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *TRAIN])
     assert code == DataError.exit_code and "damaged or foreign" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--teacher", "t.pth", "--flatfield", "none"]])
+def test_teacher_view_photo_without_a_teacher_or_a_board_is_refused(small_data, tmp_path, capsys, extra):
+    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--teacher-view", "photo",
+                     *extra, *TRAIN])
+    err = capsys.readouterr().err.strip()
+    assert code == UsageError.exit_code and "--teacher-view photo needs --teacher" in err and "\n" not in err
+    assert not (tmp_path / "split.json").exists(), "refused before anything is written"
 
 
 def test_damaged_data_folder_is_a_clear_error(small_data, tmp_path, capsys):
