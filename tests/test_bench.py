@@ -32,6 +32,7 @@ FIGURES = ([f"{k}_{s}" for k in PER_FRAME + WITH_MAX + MODEL for s in ("median",
               "int8_speedup_1thread_x", "model_gmac", "pi4_ms_per_gmac", "pi5_ms_per_gmac", "pi4_estimate_ms",
               "pi5_estimate_ms", "pi4_estimate_ncnn_table_ms"])
 COUNTS = ["stage_frames", "loop_frames", "loop_items", "hold_ends", "signal_trials", "run_threads", "cpus"]
+UNMEASURED_WHEN_NONE_COUNTED = {"hold_end_late_ms": "hold_ends", "signal_to_safe_ms": "signal_trials"}
 MAY_BE_ZERO = ["loop_frames_dropped", "hold_ends_cut_short", "hold_ends_during_inference",
                "signal_trials_during_inference"]
 
@@ -49,7 +50,20 @@ def quick_json(tmp_path_factory) -> dict:
 def test_every_figure_is_present_finite_and_positive(quick_json):
     missing = [k for k in FIGURES + COUNTS + MAY_BE_ZERO if k not in quick_json]
     assert not missing
+    # A starved machine (CI beside a training run) drops frames: the recording can end while the
+    # only hold is on (cut short), and no run may have an actuator on during an inference. Then
+    # the count is 0 and those figures are None ("not measured"), never a made-up number.
+    unmeasured = set()
+    for prefix, count in UNMEASURED_WHEN_NONE_COUNTED.items():
+        if quick_json[count] == 0:
+            figures = [k for k in FIGURES if k.startswith(prefix)]
+            assert all(quick_json[k] is None for k in figures), prefix
+            unmeasured |= {count, *figures}
+    if "hold_ends" in unmeasured:
+        assert quick_json["hold_ends_cut_short"] > 0  # an actuator did move
     for key in FIGURES + COUNTS:
+        if key in unmeasured:
+            continue
         value = quick_json[key]
         assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
         if key.startswith("hold_end_late_ms"):
@@ -61,6 +75,16 @@ def test_every_figure_is_present_finite_and_positive(quick_json):
     for key in MAY_BE_ZERO:
         assert isinstance(quick_json[key], int) and quick_json[key] >= 0, key
     assert quick_json["notes"] and set(quick_json["targets"]) >= {"loop_step_ms_median", "signal_to_safe_ms_max"}
+
+
+def test_figures_nothing_was_counted_for_are_reported_as_not_measured(quick_json):
+    starved = {**quick_json, "hold_ends": 0, "hold_ends_cut_short": 1, "signal_trials": 0,
+               **{k: None for k in FIGURES if k.startswith(tuple(UNMEASURED_WHEN_NONE_COUNTED))}}
+    lines = bench.format_text(starved, starved["notes"]).splitlines()
+    hold = next(line for line in lines if "hold end lateness" in line)
+    sigterm = next(line for line in lines if line.startswith("SIGTERM"))
+    assert "not measured" in hold and "1 cut short" in hold and "MISSED" not in hold
+    assert "not measured" in sigterm and "MISSED" not in sigterm
 
 
 def test_the_text_report_shows_every_section(quick_json):
