@@ -27,9 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("export.train", "train the classifier (needs the train extra)"),
     "export": ("export.onnx_export", "export a checkpoint to ONNX with its contract"),
     "quantize": ("export.quantize", "int8 static quantization with an accuracy guard"),
+    "soup": ("export.soup", "average the weights of runs that share a start into one model"),
 }
 
-TRAIN_EXTRA = ("train", "export", "quantize")  # need torch: pip install 'waste-sorter[train]'
+TRAIN_EXTRA = ("train", "export", "quantize", "soup")  # need torch: pip install 'waste-sorter[train]'
 
 
 def version() -> str:

@@ -24,16 +24,23 @@ from device.commands.model_twin import dequantize
 log = logging.getLogger(__name__)
 
 
-def folded_weights(path: Path) -> dict[str, np.ndarray]:
-    """``{"conv1.weight": w, "conv1.bias": b, …, "fc.weight": w, "fc.bias": b}`` of a ResNet
-    exported by this project (fp32 or int8 QDQ), weights dequantized, batch norms folded in."""
+def read_onnx(path: Path):
+    """``path`` as an ``onnx.ModelProto``; a file that is not one is a one-line DataError."""
     import onnx
-    from onnx import numpy_helper
 
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # protobuf decode errors come in several types
         raise DataError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def folded_layers(model, path: Path) -> dict[str, tuple[np.ndarray, str]]:
+    """``{"conv1.weight": (w, tensor), "conv1.bias": (b, tensor), …, "fc.bias": (b, tensor)}`` of
+    a ResNet exported by this project (fp32 or int8 QDQ), weights dequantized, batch norms folded
+    in; ``tensor`` is the name the node reads it by (an initializer's in an fp32 model, a
+    DequantizeLinear's output in an int8 one). ``path`` only names the model in errors."""
+    from onnx import numpy_helper
+
     graph = model.graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     source = {name: name for name in consts}  # a tensor -> the initializer it was made from
@@ -41,7 +48,7 @@ def folded_weights(path: Path) -> dict[str, np.ndarray]:
         if node.op_type == "DequantizeLinear" and node.input[0] in consts:
             consts[node.output[0]] = dequantize(node, consts)
             source[node.output[0]] = source[node.input[0]]
-    weights: dict[str, np.ndarray] = {}
+    layers: dict[str, tuple[np.ndarray, str]] = {}
     for node in graph.node:
         if node.op_type not in ("Conv", "Gemm") or node.input[1] not in consts:
             continue
@@ -49,10 +56,16 @@ def folded_weights(path: Path) -> dict[str, np.ndarray]:
         if not name.endswith(".weight"):
             raise DataError(f"{path}: cannot tell which layer the weight {name!r} belongs to")
         module = name.removesuffix(".weight")
-        weights[f"{module}.weight"] = consts[node.input[1]]
+        layers[f"{module}.weight"] = (consts[node.input[1]], node.input[1])
         if len(node.input) > 2 and node.input[2] in consts:
-            weights[f"{module}.bias"] = consts[node.input[2]]
-    return weights
+            layers[f"{module}.bias"] = (consts[node.input[2]], node.input[2])
+    return layers
+
+
+def folded_weights(path: Path) -> dict[str, np.ndarray]:
+    """``{"conv1.weight": w, "conv1.bias": b, …, "fc.weight": w, "fc.bias": b}`` of a ResNet
+    exported by this project (fp32 or int8 QDQ), weights dequantized, batch norms folded in."""
+    return {key: array for key, (array, _) in folded_layers(read_onnx(path), path).items()}
 
 
 def _batchnorm_of(model: nn.Module) -> dict[str, str]:
