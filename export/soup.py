@@ -55,6 +55,9 @@ def soup(paths: list[Path]):
     models = [read_onnx(path) for path in paths]
     contract, split_sha256 = _contract_and_split(models[0], paths[0])
     layers = [folded_layers(model, path) for model, path in zip(models, paths)]
+    for path, own in zip(paths, layers):
+        if not own:
+            raise DataError(f"{path}: no convolution or fully connected weights (not a ResNet exported here)")
     for model, path, own in zip(models[1:], paths[1:], layers[1:]):
         if _contract_and_split(model, path) != (contract, split_sha256):
             raise DataError(f"{path}: its contract or split differs from {paths[0]}'s; a soup is of one model's runs")

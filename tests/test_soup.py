@@ -16,7 +16,7 @@ from device.errors import DataError, UsageError  # noqa: E402
 from export.onnx_weights import folded_weights  # noqa: E402
 from export.package import save_model  # noqa: E402
 from export.soup import soup  # noqa: E402
-from helpers import colour_contract  # noqa: E402
+from helpers import colour_contract, colour_model  # noqa: E402
 
 CLASSES = ("cardboard", "glass", "metal")
 
@@ -107,6 +107,9 @@ def test_models_that_do_not_belong_in_one_soup_are_refused_by_name(tmp_path):
     int8s = [saved(tmp_path, f"q{i}.onnx", tiny_resnet(i, int8=True)) for i in (1, 2)]
     with pytest.raises(UsageError, match="needs one fp32"):
         soup(int8s)
+    matmul_only = saved(tmp_path, "colour.onnx", colour_model(CLASSES))
+    with pytest.raises(DataError, match="colour.onnx: no convolution"):
+        soup([a, matmul_only])
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(DataError, match="junk.onnx: not a readable ONNX model"):
         soup([a, tmp_path / "junk.onnx"])
