@@ -52,9 +52,12 @@ def set_metadata(model: onnx.ModelProto, contract: ModelContract, *, split_sha25
         model.metadata_props.add(key=key, value=value)
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    model = onnx.load(str(path), load_external_data=False)
+def metadata_of(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    return metadata_of(onnx.load(str(path), load_external_data=False))
 
 
 def save_model(model: onnx.ModelProto, path: Path, contract: ModelContract, *, split_sha256: str = "",

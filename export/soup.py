@@ -25,7 +25,7 @@ from device.classifier import sha256_bytes
 from device.contract import KEY_CONTRACT, KEY_SPLIT_SHA256, ModelContract
 from device.errors import DataError, UsageError
 from export.onnx_weights import folded_layers, read_onnx
-from export.package import save_model
+from export.package import metadata_of, save_model
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _contract_and_split(model, path: Path) -> tuple[ModelContract, str]:
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = metadata_of(model)
     if KEY_CONTRACT not in meta:
         raise DataError(f"{path}: no model contract in its metadata (not exported by this project)")
     return ModelContract.from_json(meta[KEY_CONTRACT]), meta.get(KEY_SPLIT_SHA256, "")
@@ -76,10 +76,9 @@ def soup(paths: list[Path]):
 
     template = models[base]
     initializers = {init.name: init for init in template.graph.initializer}
-    for key, (_, tensor) in layers[base].items():
+    for key, (array, tensor) in layers[base].items():
         mean = np.mean([own[key][0].astype(np.float64) for own in layers], axis=0)
-        init = initializers[tensor]
-        init.CopyFrom(numpy_helper.from_array(mean.astype(numpy_helper.to_array(init).dtype), tensor))
+        initializers[tensor].CopyFrom(numpy_helper.from_array(mean.astype(array.dtype), tensor))
     return template, contract, split_sha256
 
 
