@@ -252,6 +252,11 @@ def labels_locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _labels_bytes(labels: dict[int, str]) -> bytes:
+    body = {str(k): v for k, v in sorted(labels.items())}
+    return (json.dumps(body, indent=0) + "\n").encode()
+
+
 def write_labels(folder: Path, updates: dict[int, str]) -> dict[int, str]:
     """Set the labels of ``updates`` (the others stay); the labels they replace (id -> old)."""
     folder = Path(folder)
@@ -260,12 +265,27 @@ def write_labels(folder: Path, updates: dict[int, str]) -> dict[int, str]:
             labels = read_labels(folder)
             replaced = {i: labels[i] for i in updates if i in labels and labels[i] != updates[i]}
             labels.update(updates)
-            body = {str(k): v for k, v in sorted(labels.items())}
-            write_bytes(folder / LABELS_FILE, (json.dumps(body, indent=0) + "\n").encode())
+            write_bytes(folder / LABELS_FILE, _labels_bytes(labels))
     except OSError as exc:
         raise DataError(f"{show_path(folder / LABELS_FILE)}: cannot write the labels ({exc.strerror or exc}); "
                         "label as the user the sorter runs as (sudo -u waste-sorter ...)") from None
     return replaced
+
+
+def remove_labels(folder: Path, ids: list[int]) -> dict[int, str]:
+    """Take the labels of ``ids`` away (unlabelled again: the web page's undo of a first
+    label); the labels removed (id -> old)."""
+    folder = Path(folder)
+    try:
+        with labels_locked(folder):
+            labels = read_labels(folder)
+            removed = {i: labels.pop(i) for i in ids if i in labels}
+            if removed:
+                write_bytes(folder / LABELS_FILE, _labels_bytes(labels))
+    except OSError as exc:
+        raise DataError(f"{show_path(folder / LABELS_FILE)}: cannot write the labels ({exc.strerror or exc}); "
+                        "label as the user the sorter runs as (sudo -u waste-sorter ...)") from None
+    return removed
 
 
 def highest_id(folder: Path) -> int:

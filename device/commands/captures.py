@@ -114,22 +114,30 @@ def parse_ids(tokens: list[str], existing: set[int]) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def label_captures(folder: Path, chosen: list[Capture], class_name: str) -> dict[int, str]:
+    """Label ``chosen`` (captures of ``folder``) as ``class_name`` (a class of the model that
+    decided each, or 'skip'): the one way labels are written (``captures label`` and the web
+    page's label and undo). The labels it replaced (id -> old). UsageError for a label that is
+    not a class, DataError for one that cannot be a folder's name."""
+    if class_name != SKIP:
+        for capture in chosen:
+            if class_name not in capture.classes:
+                raise UsageError(f"label: {class_name!r} is not a class of the model that decided capture "
+                                 f"{capture.id} ({', '.join(capture.classes)}); '{SKIP}' for no item worth "
+                                 "learning from")
+        if chosen and not is_folder_name(class_name):  # the export would make a folder of it
+            raise DataError(f"{show_path(folder / sidecar_name(chosen[0].id))}: class {class_name!r} is not a "
+                            "plain folder name (empty, a leading '.', a '/' or a NUL): it cannot be a label")
+    return write_labels(folder, {c.id: class_name for c in chosen})
+
+
 def label(folder: Path, captures: list[Capture], tokens: list[str], out: TextIO) -> None:
     if len(tokens) < 2:
         raise UsageError("label: give one or more capture ids, then the class (e.g. label 17 18 glass)")
     *id_tokens, class_name = tokens
     by_id = {c.id: c for c in captures}
     ids = parse_ids(id_tokens, set(by_id))
-    if class_name != SKIP:
-        for capture_id in ids:
-            classes = by_id[capture_id].classes
-            if class_name not in classes:
-                raise UsageError(f"label: {class_name!r} is not a class of the model that decided capture "
-                                 f"{capture_id} ({', '.join(classes)}); '{SKIP}' for no item worth learning from")
-        if not is_folder_name(class_name):  # the export would make a folder of it
-            raise DataError(f"{show_path(folder / sidecar_name(ids[0]))}: class {class_name!r} is not a plain "
-                            "folder name (empty, a leading '.', a '/' or a NUL): it cannot be a label")
-    replaced = write_labels(folder, {i: class_name for i in ids})
+    replaced = label_captures(folder, [by_id[i] for i in ids], class_name)
     out.write(f"{class_name}: {', '.join(map(str, ids))}\n")
     for capture_id, old in replaced.items():
         out.write(f"  {capture_id} was {old}\n")
