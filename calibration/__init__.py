@@ -4,5 +4,5 @@ runtime (:mod:`device.calibration_file`: schema, loading, atomic saving with his
 
 Modules: ``cli`` (the command), ``exposure`` (search and white balance), ``reference`` (median
 board, gate thresholds, drift), ``report`` (histogram PNG), ``reload`` (systemctl reload of the
-sorter), ``simcam`` (a simulated camera for tests and rehearsals).
+sorter). The simulated camera (``--source sim``) is the runtime's (:mod:`device.camera.sim`).
 """

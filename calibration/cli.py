@@ -41,7 +41,6 @@ from calibration.console import pause, say
 from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, search_exposure
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
 from calibration.reload import UNIT, reload_sorter
-from calibration.simcam import SimulatedCamera, parse_sim_source
 from device.calibration_file.schema import Calibration, ExposureTarget
 from device.camera import AdjustableCamera, ExposureControls, check_source_option, open_camera
 from device.config import CameraConfig, load_config
@@ -92,8 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_source(source: str, size: tuple[int, int], controls: ExposureControls | None, config: Any) -> Any:
-    if source == "sim" or source.startswith("sim:"):
-        return SimulatedCamera(parse_sim_source(source), size=size, controls=controls)
     return open_camera(source, controls=controls, timeout_s=config.camera.timeout_s, size=size,
                        folder_fps=config.camera.folder_fps)
 

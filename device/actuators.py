@@ -38,29 +38,11 @@ def resolve_pin_factory(name: str):
     """A gpiozero pin factory for the configured name ("auto", "mock", "lgpio", ...)."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    env = os.environ.get("GPIOZERO_PIN_FACTORY", "").strip().lower()
-    if name == "mock" or (name == "auto" and env == "mock"):
+    start, shown = _pin_factory_start(name)
+    if start is None:
+        if shown == "auto":
+            log.warning("not a Raspberry Pi: GPIO is simulated (gpiozero MockFactory)")
         return MockFactory(pin_class=MockPWMPin)
-    if name == "auto" and not env and not is_raspberry_pi():
-        log.warning("not a Raspberry Pi: GPIO is simulated (gpiozero MockFactory)")
-        return MockFactory(pin_class=MockPWMPin)
-    factory_name = env if name == "auto" else name
-    shown = repr(factory_name or "default")
-    if factory_name:
-        from importlib.metadata import entry_points
-
-        found = [ep for ep in entry_points(group="gpiozero_pin_factories") if ep.name == factory_name]
-        if not found:
-            raise ConfigError(f"gpio.pin_factory: gpiozero knows no pin factory {factory_name!r}")
-        try:
-            start = found[0].load()
-        except ImportError as exc:  # its library is not installed: a restart cannot fix that
-            raise ConfigError(f"gpio.pin_factory: GPIO backend {shown} is not installed "
-                              f"({first_line(exc)})") from None
-    else:
-        from gpiozero import Device
-
-        start = Device._default_pin_factory
     try:
         return start()
     except Exception as exc:  # noqa: BLE001 - sorted below: GPIO trouble or a bug
@@ -70,6 +52,41 @@ def resolve_pin_factory(name: str):
         # for the default backend, gpiozero's "no default pin factory" after all of these):
         # a start failure, which a restart may well get past
         raise ActuatorError(f"gpio.pin_factory: cannot start GPIO backend {shown} ({first_line(exc)})") from None
+
+
+def check_pin_factory(name: str) -> str:
+    """The GPIO backend ``name`` picks, in words, its library imported but not started (``run
+    --check-config``: no pin is claimed); ConfigError as :func:`resolve_pin_factory` would raise."""
+    start, shown = _pin_factory_start(name)
+    if start is None:
+        return "simulated (gpiozero MockFactory)" + (": not a Raspberry Pi" if shown == "auto" else "")
+    return f"{shown} (imports; not started)"
+
+
+def _pin_factory_start(name: str):
+    """(what starts the pin factory, its name as shown); (None, "mock" or "auto") for the
+    simulated one. ConfigError when gpiozero knows no such factory or its library is missing."""
+    env = os.environ.get("GPIOZERO_PIN_FACTORY", "").strip().lower()
+    if name == "mock" or (name == "auto" and env == "mock"):
+        return None, "mock"
+    if name == "auto" and not env and not is_raspberry_pi():
+        return None, "auto"
+    factory_name = env if name == "auto" else name
+    shown = repr(factory_name or "default")
+    if not factory_name:
+        from gpiozero import Device
+
+        return Device._default_pin_factory, shown
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="gpiozero_pin_factories") if ep.name == factory_name]
+    if not found:
+        raise ConfigError(f"gpio.pin_factory: gpiozero knows no pin factory {factory_name!r}")
+    try:
+        return found[0].load(), shown
+    except ImportError as exc:  # its library is not installed: a restart cannot fix that
+        raise ConfigError(f"gpio.pin_factory: GPIO backend {shown} is not installed "
+                          f"({first_line(exc)})") from None
 
 
 #: Top-level modules whose exceptions mean "the GPIO hardware or its driver refused".

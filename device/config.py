@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from device.camera import device_source
-from device.errors import ConfigError, first_line
+from device.camera.sim import is_sim_source, parse_sim_source
+from device.errors import CameraError, ConfigError, first_line
 from device.gate import GateThresholds
 from device.presence import PresenceSettings
 from device.safe_open import MiB, read_regular, show_path
@@ -22,6 +23,18 @@ from device.schema import TOML, SchemaError, build, spec
 
 MAX_CONFIG_BYTES = MiB  # the example file is 6 KiB
 PIN = (0, 27)  # BCM GPIO numbers
+
+# The tables of named entries that have defaults. A config file changes them key by key: a
+# class, bin or actuator it names changes only the keys it gives (``[bins.paper]`` /
+# ``angle_deg = -50.0`` moves the paper bin and leaves the rest), a new name adds an entry, and
+# ``NAME = false`` removes a default one (:func:`with_named_defaults`).
+DEFAULT_CLASSES = {"cardboard": "paper", "paper": "paper", "glass": "glass",
+                   "metal": "containers", "plastic": "containers", "trash": "landfill"}
+DEFAULT_ACTUATORS = {"diverter": {"type": "servo", "pin": 12}}
+DEFAULT_BINS = {name: {"actuator": "diverter", "angle_deg": angle}
+                for name, angle in (("paper", -60.0), ("glass", -20.0), ("containers", 20.0), ("landfill", 60.0))}
+NAMED_DEFAULTS = ((("routing", "classes"), DEFAULT_CLASSES), (("actuators",), DEFAULT_ACTUATORS),
+                  (("bins",), DEFAULT_BINS))
 
 
 @dataclass(frozen=True)
@@ -50,9 +63,7 @@ class ModelConfig:
 class RoutingConfig:
     fallback_bin: str = "landfill"
     min_confidence: float = spec(0.55, range=(0, 1))
-    classes: dict[str, str] = field(default_factory=lambda: {
-        "cardboard": "paper", "paper": "paper", "glass": "glass",
-        "metal": "containers", "plastic": "containers", "trash": "landfill"})
+    classes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -122,12 +133,18 @@ class CalibrationConfig:
 
 
 def _default_actuators() -> dict[str, ActuatorConfig]:
-    return {"diverter": ActuatorConfig(type="servo", pin=12)}
+    return {name: ActuatorConfig(**raw) for name, raw in DEFAULT_ACTUATORS.items()}
 
 
 def _default_bins() -> dict[str, BinConfig]:
-    return {name: BinConfig(actuator="diverter", angle_deg=angle)
-            for name, angle in (("paper", -60.0), ("glass", -20.0), ("containers", 20.0), ("landfill", 60.0))}
+    return {name: BinConfig(**raw) for name, raw in DEFAULT_BINS.items()}
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Which sorter this is, in every sort record (``device_id``, part of ``record_id``)."""
+
+    id: str = spec("", pattern=r"[A-Za-z0-9._-]*", max_len=64)  # "" = the host name
 
 
 @dataclass(frozen=True)
@@ -144,12 +161,13 @@ class Config:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document; errors name the key path (the caller adds the file)."""
     try:
-        config = build(Config, raw, TOML)
+        config = build(Config, with_named_defaults(raw), TOML)
     except SchemaError as exc:
         raise ConfigError(str(exc)) from None
     _check_references(config)
@@ -160,10 +178,46 @@ def parse_config(raw: dict[str, Any]) -> Config:
     return config
 
 
+def with_named_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a parsed config file) with its tables of named entries merged into their defaults
+    (:data:`NAMED_DEFAULTS`): a name the file gives changes only the keys it gives, a new name
+    adds an entry, ``NAME = false`` removes a default entry (ConfigError naming the key when
+    there is no such default). Whatever is not a table is left for the schema to reject."""
+    merged = dict(raw)
+    for path, defaults in NAMED_DEFAULTS:
+        parent = merged
+        for key in path[:-1]:
+            if not isinstance(parent.get(key, {}), dict):
+                break
+            parent[key] = parent = dict(parent.get(key, {}))
+        else:
+            given = parent.get(path[-1], {})
+            if isinstance(given, dict):
+                parent[path[-1]] = _merge_named(".".join(path), defaults, given)
+    return merged
+
+
+def _merge_named(where: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    table = {name: dict(value) if isinstance(value, dict) else value for name, value in defaults.items()}
+    for name, value in given.items():
+        if value is False:
+            if name not in defaults:
+                raise ConfigError(f"{where}.{name}: false removes a default entry, but there is no default "
+                                  f"{name!r} (defaults: {', '.join(defaults)})")
+            del table[name]
+        elif isinstance(value, dict) and isinstance(table.get(name), dict):
+            table[name] = {**table[name], **value}
+        else:
+            table[name] = value
+    return table
+
+
 def _check_references(config: Config) -> None:
     try:
+        if is_sim_source(config.camera.source):
+            parse_sim_source(config.camera.source)
         device_source(config.camera.source)
-    except ValueError as exc:
+    except (ValueError, CameraError) as exc:
         raise ConfigError(f"camera.source: {exc}") from None
     if config.presence.empty_frac >= config.presence.item_frac:
         raise ConfigError(f"presence.empty_frac: {config.presence.empty_frac} must be less than "
@@ -240,17 +294,30 @@ def _check_indicator_pins(config: Config) -> None:
 
 
 def routing_problems(config: Config, classes: tuple[str, ...]) -> list[str]:
-    """What looks wrong in routing the model's ``classes`` (warnings: the sorter still runs)."""
+    """What looks wrong in routing the model's ``classes`` (warnings: the sorter still runs).
+    A default class the model lacks is not warned about: the file did not ask for it."""
     problems = []
     unrouted = [c for c in classes if c not in config.routing.classes]
     if unrouted:
         problems.append(f"classes without a bin go to the fallback bin: {', '.join(unrouted)}")
     for label in sorted(set(config.routing.classes) - set(classes)):
-        problems.append(f"routing.classes.{label}: the model has no class {label!r} (it has {', '.join(classes)})")
+        if DEFAULT_CLASSES.get(label) != config.routing.classes[label]:
+            problems.append(f"routing.classes.{label}: the model has no class {label!r} (it has {', '.join(classes)})")
     routed = set(config.routing.classes.values()) | {config.routing.fallback_bin}
     for bin_name in sorted(set(config.bins) - routed):
         problems.append(f"bins.{bin_name}: no class is routed to it (routing.classes)")
     return problems
+
+
+def effective_routing(config: Config, classes: tuple[str, ...]) -> list[str]:
+    """Where each of the model's ``classes`` goes, one line each, then the fallback (for
+    ``run --check-config``): what the bins will do with this config and model."""
+    width = max(map(len, classes), default=0)
+    fallback = config.routing.fallback_bin
+    lines = [f"{c:<{width}} -> {config.routing.classes[c]}" if c in config.routing.classes
+             else f"{c:<{width}} -> {fallback} (not routed: the fallback bin)" for c in classes]
+    lines.append(f"below {config.routing.min_confidence:g} confidence, or no usable frame -> {fallback}")
+    return lines
 
 
 def load_config(path: Path | None) -> Config:

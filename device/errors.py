@@ -34,6 +34,12 @@ class UsageError(SorterError):
     exit_code = 2
 
 
+class DependencyError(SorterError):
+    """A library the chosen backend needs is not installed or breaks on import (picamera2)."""
+
+    exit_code = 3
+
+
 class ConfigError(SorterError):
     """The TOML configuration is unreadable or invalid (message names the key path)."""
 
@@ -72,4 +78,5 @@ class DataError(SorterError):
 
 
 #: Exit codes after which a restart would fail the same way (for systemd).
-NO_RESTART_EXIT_CODES = (ConfigError.exit_code, ModelError.exit_code, CalibrationError.exit_code)
+NO_RESTART_EXIT_CODES = (DependencyError.exit_code, ConfigError.exit_code, ModelError.exit_code,
+                         CalibrationError.exit_code)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.exposure import ExposureLimits, apply_and_settle, search_exposure, white_balance_gains
-from calibration.simcam import SimScene, SimulatedCamera, parse_sim_source
+from device.camera.sim import SimScene, SimulatedCamera, parse_sim_source
 from device.calibration_file.schema import ExposureTarget
 from device.camera import ExposureControls, Frame
 from device.errors import CalibrationError, CameraError

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from device.camera import ExposureControls, open_camera
-from device.errors import CameraError
+from device.errors import CameraError, DependencyError
 
 FAKE = '''
 CALLS = []
@@ -84,15 +84,16 @@ CONTROLS = ExposureControls(8000, 1.5, (1.9, 1.6))
 ], ids=["numpy-abi-valueerror", "attributeerror", "missing-dependency"])
 def test_picamera2_that_breaks_on_import(fake_picamera2, body, expected):
     fake_picamera2(body)
-    with pytest.raises(CameraError, match=expected) as info:
+    with pytest.raises(DependencyError, match=expected) as info:  # exit 3, as a missing one
         open_camera("picamera2", controls=CONTROLS)
     assert "\n" not in str(info.value)
 
 
 def test_picamera2_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ModuleNotFoundError
-    with pytest.raises(CameraError, match=r"^picamera2 is not installed \(on Raspberry Pi OS"):
+    with pytest.raises(DependencyError, match=r"^picamera2 is not installed \(on Raspberry Pi OS") as info:
         open_camera("picamera2")
+    assert info.value.exit_code == 3  # README: 3 a missing dependency
 
 
 @pytest.mark.parametrize("fail_at", ["configure", "start", "set_controls"])

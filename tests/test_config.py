@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.config import Config, load_config, parse_config
+from device.config import DEFAULT_CLASSES, Config, load_config, parse_config
 from device.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "device" / "config.example.toml"
@@ -85,9 +85,11 @@ def test_distinct_pins_and_ordered_pulse_widths_are_accepted():
 
 def test_the_stuck_warning_is_checked_against_the_time_each_bin_actually_drives_its_actuator():
     def pulse_only(pulse_ms: float) -> dict:  # hold_ms (servos only) keeps its default of 800 ms
-        return {"actuators": {"flap": {"type": "pulse", "pin": 17}},
-                "bins": {"landfill": {"actuator": "flap", "pulse_ms": pulse_ms}},
-                "routing": {"fallback_bin": "landfill", "classes": {}}, "presence": {"stuck_warn_s": 1.0}}
+        return {"actuators": {"flap": {"type": "pulse", "pin": 17}, "diverter": False},  # false: no default
+                "bins": {"landfill": {"actuator": "flap", "pulse_ms": pulse_ms},
+                         "paper": False, "glass": False, "containers": False},
+                "routing": {"fallback_bin": "landfill", "classes": dict.fromkeys(DEFAULT_CLASSES, False)},
+                "presence": {"stuck_warn_s": 1.0}}
 
     assert parse_config(pulse_only(200)).presence.stuck_warn_s == 1.0  # 0.2 s pulse + 0.3 s clear_s
     with pytest.raises(ConfigError, match=r"^presence\.stuck_warn_s: 1\.0 must be 0 \(off\) or longer than "

@@ -247,4 +247,5 @@ def test_routing_mistakes_are_warned_about_at_start(scene_config, colour_model_p
     assert [r.getMessage() for r in caplog.records] == [
         "classes without a bin go to the fallback bin: glass",
         "routing.classes.glas: the model has no class 'glas' (it has cardboard, glass, metal)",
+        "bins.containers: no class is routed to it (routing.classes)",  # a default bin, kept by the file
         "bins.glass: no class is routed to it (routing.classes)"]

@@ -89,8 +89,14 @@ def device_source(source: str) -> tuple[str, int] | None:
 
 
 def check_source_option(source: str) -> None:
-    """A ``--source`` given on a command line: UsageError (exit 2) for a malformed device name."""
+    """A ``--source`` given on a command line: UsageError (exit 2) for a malformed device name
+    or simulated camera's options."""
+    from device.camera.sim import is_sim_source, parse_sim_source
+    from device.errors import CameraError
+
     try:
+        if is_sim_source(source):
+            parse_sim_source(source)
         device_source(source)
-    except ValueError as exc:
+    except (ValueError, CameraError) as exc:
         raise UsageError(f"--source: {exc}") from None

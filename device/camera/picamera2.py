@@ -12,26 +12,27 @@ import time
 from typing import Callable
 
 from device.camera.base import CameraBase, ExposureControls, Frame
-from device.errors import CameraError, first_line
+from device.errors import CameraError, DependencyError, first_line
 
 log = logging.getLogger(__name__)
 
 WAIT_SLICE_S = 0.05
 
 
-def _import_picamera2():
-    """The Picamera2 class; CameraError (one line) when picamera2 is missing or breaks on import
-    (e.g. numpy 2 in the venv shadowing the apt numpy that picamera2/simplejpeg were built for)."""
+def import_picamera2():
+    """The Picamera2 class; DependencyError (exit 3, one line) when picamera2 is missing or breaks
+    on import (e.g. numpy 2 in the venv shadowing the apt numpy that picamera2/simplejpeg were
+    built for). ``run --check-config`` calls it too: importing opens no camera."""
     try:
         from picamera2 import Picamera2
     except ModuleNotFoundError as exc:
         if exc.name != "picamera2":  # picamera2 is there, one of its imports is not
-            raise CameraError(f"picamera2 could not be imported: {first_line(exc)}") from exc
-        raise CameraError("picamera2 is not installed (on Raspberry Pi OS: apt install "
-                          "python3-picamera2, and a venv with --system-site-packages)") from exc
+            raise DependencyError(f"picamera2 could not be imported: {first_line(exc)}") from exc
+        raise DependencyError("picamera2 is not installed (on Raspberry Pi OS: apt install "
+                              "python3-picamera2, and a venv with --system-site-packages)") from exc
     except Exception as exc:  # noqa: BLE001 - numpy ABI mismatches raise ValueError, ImportError, ...
-        raise CameraError(f"picamera2 could not be imported ({type(exc).__name__}: {first_line(exc)}); "
-                          f"with apt picamera2 the venv needs numpy<2 (pip install '.[pi]')") from exc
+        raise DependencyError(f"picamera2 could not be imported ({type(exc).__name__}: {first_line(exc)}); "
+                              f"with apt picamera2 the venv needs numpy<2 (pip install '.[pi]')") from exc
     return Picamera2
 
 
@@ -40,7 +41,7 @@ class Picamera2Camera(CameraBase):
 
     def __init__(self, index: int = 0, *, size: tuple[int, int], controls: ExposureControls | None,
                  timeout_s: float = 2.0, clock_ns: Callable[[], int] = time.monotonic_ns):
-        Picamera2 = _import_picamera2()
+        Picamera2 = import_picamera2()
         self.timeout_s = timeout_s
         self._clock_ns = clock_ns
         self._t0_ns: int | None = None  # sensor time of the first frame

@@ -12,10 +12,15 @@ exposure is quantised to whole sensor lines and gain to 1/16 steps, and the valu
 applied are echoed in each frame's metadata (``ExposureTime``, ``AnalogueGain``,
 ``ColourGains``, ``SensorTimestamp``).
 
-Source strings (``waste-sorter calibrate --source sim:light=0.5,glare=0.02``): ``sim`` or
-``sim:KEY=VALUE,...`` with ``light`` (illumination factor, 1 = normal), ``glare`` (fraction
-of the board covered by a specular spot), ``tint`` (red/blue balance of the light),
-``seed`` and ``delay`` (frames before new controls apply).
+Source strings (``waste-sorter calibrate --source sim:light=0.5,glare=0.02``, ``waste-sorter run
+--source sim:frames=100``): ``sim`` or ``sim:KEY=VALUE,...`` with ``light`` (illumination
+factor, 1 = normal), ``glare`` (fraction of the board covered by a specular spot), ``tint``
+(red/blue balance of the light), ``seed``, ``delay`` (frames before new controls apply),
+``frames`` (the source ends after this many frames; 0, the default, never) and ``marks`` (the
+size of two grey marks on the board, 0.02 of the frame's width and height each way). It films the empty
+board only: ``run`` learns the board from it and sorts nothing, a check of an installation
+without a camera. Its time is source time (``frame / fps``); ``run --realtime`` plays it at
+its 30 frames a second.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from device.camera import CameraBase, ExposureControls, Frame
+from device.camera.base import CameraBase, ExposureControls, Frame
 from device.errors import CameraError
 from device.gamma import GAMMA
 
@@ -44,6 +49,15 @@ class SimScene:
     tint: float = 1.0  # >1 warmer (more red, less blue) light
     seed: int = 0
     delay: int = 3  # frames before new controls apply
+    frames: int = 0  # the source ends after this many frames; 0: never
+    # half the width of two grey marks on the board, a share of the frame's (small enough that
+    # together they cover under presence.item_frac of the board, so run learns it as empty)
+    marks: float = 0.02
+
+
+def is_sim_source(source: str) -> bool:
+    """Whether ``source`` names the simulated camera (``sim`` or ``sim:OPTIONS``)."""
+    return source == "sim" or source.startswith("sim:")
 
 
 def parse_sim_source(source: str) -> SimScene:
@@ -98,7 +112,7 @@ class SimulatedCamera(CameraBase):
         r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
         albedo = 0.8 * (1.0 - 0.12 * r2) + rng.normal(0, 0.01, (h, w)).astype(np.float32)
         for cx, cy in ((0.2, 0.25), (0.8, 0.75)):  # two grey registration marks
-            mark = (np.abs(xx - cx * w) < w * 0.04) & (np.abs(yy - cy * h) < h * 0.04)
+            mark = (np.abs(xx - cx * w) < w * self.scene.marks) & (np.abs(yy - cy * h) < h * self.scene.marks)
             albedo[mark] = 0.3
         illuminant = np.array([1.0 * self.scene.tint, 0.85, 0.6 / self.scene.tint], np.float32)
         radiance = albedo[..., None] * illuminant * self.scene.light
@@ -115,9 +129,11 @@ class SimulatedCamera(CameraBase):
         """Request manual controls; they apply ``scene.delay`` frames from now."""
         self._pending.append((self._index + int(self.scene.delay), _quantise(controls)))
 
-    def capture(self) -> Frame:
+    def capture(self) -> Frame | None:
         if self._closed:
             raise CameraError("sim: camera is closed")
+        if self.scene.frames and self._index >= self.scene.frames:
+            return None
         while self._pending and self._pending[0][0] <= self._index:
             self._applied = self._pending.pop(0)[1]
         c = self._applied

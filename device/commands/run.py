@@ -4,10 +4,16 @@
     waste-sorter run --config /etc/waste-sorter/config.toml   # the Pi camera and real GPIO
     waste-sorter run --check-config --config FILE             # validate and exit
 
---source: picamera2 | opencv:N | a video file | a folder of images (overrides [camera].source);
---realtime plays a recording at its own pace as a live camera would deliver it.
+--source: picamera2 | opencv:N | a video file | a folder of images | sim[:frames=N,...] (a
+simulated camera filming an empty board; overrides [camera].source); --realtime plays a
+recording at its own pace as a live camera would deliver it. A folder of images is a camera's
+frames in name order: the empty board first, then items dropped on it (a folder of photos of
+items is refused at its end, exit 65: `waste-sorter evaluate --data` classifies those).
 A finite source ends the run cleanly and prints a summary: items per bin, rejected frames by
-reason, p50/p95 latency. Exit codes: 78 config, 79 model, 80 calibration, 74 camera.
+reason, p50/p95 latency. --check-config opens nothing: it checks the config, the camera source
+(its backend imports), the GPIO backend, the calibration and the model, and prints where each
+class goes. Exit codes: 78 config, 79 model, 80 calibration, 74 camera, 69 GPIO, 65 data,
+3 a missing dependency (picamera2), 2 usage, 75 records unwritten.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from device.actuators import BinActuators, resolve_pin_factory
-from device.camera import check_source_option, open_camera
+from device.actuators import BinActuators, check_pin_factory, resolve_pin_factory
+from device.camera import check_source, check_source_option, open_camera
 from device.capture import CaptureWriter
 from device.classifier import Classifier
-from device.config import Config, load_config, routing_problems
-from device.errors import ConfigError, UsageError
+from device.config import Config, effective_routing, load_config, routing_problems
+from device.errors import CameraError, ConfigError, DataError, UsageError
 from device.calibration_file.store import is_absent, load_for_camera
 from device.loop import Sorter
+from device.presence import State
 from device.indicator import Indicator, format_history
 from device.notify import Notifier
 from device.camera.paced import PacedCamera
@@ -101,8 +108,9 @@ def _main(args, early: "StartupSignals") -> int:
     calibration = _calibration_at_start(calibration_path, size)
     check_log_path(Path(config.log.path))
     classifier = Classifier(config.model.path or None, threads=config.model.threads)
+    camera_said = checked_source(config.camera.source, from_option=bool(args.source), config_path=args.config)
     if args.check_config:
-        return _report_config(config, classifier, calibration)
+        return _report_config(config, classifier, calibration, camera_said, check_pin_factory(config.gpio.pin_factory))
     if early.stop_signal is not None:  # stopped while the model loaded: no camera, no GPIO touched
         log.info("%s during start-up: stopping before the camera and GPIO are opened",
                  signal.Signals(early.stop_signal).name)
@@ -130,8 +138,11 @@ def _main(args, early: "StartupSignals") -> int:
             sorter.install_signal_handlers()
             early.hand_over()  # a signal of the start-up reaches the sorter now
             summary = sorter.run(max_items=args.max_items)
+            never_learned = sorter.presence.state is State.LEARNING
     finally:
         _journal_unwritten(sortlog)
+    if never_learned and not summary.items and not camera.live:
+        raise DataError(_never_learned(config, summary))
     print(summary.format())
     print(capture.summary())
     if indicator.history and not camera.live:  # a recording: what the person at the bin saw, change by change
@@ -139,6 +150,29 @@ def _main(args, early: "StartupSignals") -> int:
     if sortlog.pending:
         return 75
     return 0
+
+
+def checked_source(source: str, *, from_option: bool, config_path: Path | None = None) -> str:
+    """``source`` in words, checked without opening it (:func:`device.camera.check_source`). A
+    source from ``--source`` that is not there exits 74 as when it is opened; one from the
+    config's ``camera.source`` is a config error (78): a restart would not make it appear."""
+    try:
+        return check_source(source)
+    except CameraError as exc:
+        if from_option:
+            raise
+        where = f"{show_path(config_path)}: " if config_path else ""
+        raise ConfigError(f"{where}camera.source: {exc}") from None
+
+
+def _never_learned(config: Config, summary) -> str:
+    """Why a recording that sorted nothing never learned the board: what a source must show."""
+    source = config.camera.source
+    return (f"camera source {source!r}: sorted nothing, the board was never learned: its {summary.frames} frames "
+            f"never showed the empty board still for presence.learn_s ({config.presence.learn_s:g} s). "
+            f"A video or a folder of images (played in name order at camera.folder_fps) must film the empty "
+            f"board first, then items dropped on it; to classify photos of items one by one, use "
+            f"`waste-sorter evaluate --data FOLDER`")
 
 
 def _calibration_at_start(path: Path | None, size: tuple[int, int]):
@@ -151,10 +185,16 @@ def _calibration_at_start(path: Path | None, size: tuple[int, int]):
     return load_calibration_for(path, size) if path else None
 
 
-def _report_config(config: Config, classifier: Classifier, calibration) -> int:
-    """``--check-config``: what was loaded, and the routing problems as warnings."""
+def _report_config(config: Config, classifier: Classifier, calibration, camera_said: str, gpio_said: str) -> int:
+    """``--check-config``: what was loaded and checked (nothing opened), where each class goes,
+    and the routing problems as warnings."""
     print(f"config OK; model {classifier.path.name} ({classifier.sha256[:12]}, classes "
           f"{', '.join(classifier.classes)}); calibration {calibration[0].id if calibration else 'none'}")
+    print(f"camera   {camera_said}")
+    print(f"gpio     {gpio_said}")
+    print("routing (class -> bin):")
+    for line in effective_routing(config, classifier.classes):
+        print(f"  {line}")
     for problem in routing_problems(config, classifier.classes):
         print(f"warning: {problem}")
     return 0
