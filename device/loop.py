@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from device import record_ids
 from device.actuators import BinActuators
 from device.camera import AdjustableCamera, Camera
 from device.capture import CaptureWriter
@@ -90,7 +91,7 @@ class Sorter:
         self.stuck = StuckWatch(config.presence.stuck_warn_s)
         self.recorder = Recorder(sortlog=sortlog, summary=self.summary, capture=self.capture, indicator=indicator,
                                  stuck=self.stuck, fallback_bin=config.routing.fallback_bin,
-                                 model_sha256=classifier.sha256)
+                                 model_sha256=classifier.sha256, device_id=record_ids.device_id(config.device.id))
         for problem in routing_problems(config, classifier.classes):
             log.warning("%s", problem)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from device import record_ids
 from device.capture import CaptureWriter
 from device.deciding import Outcome
 from device.decision import RunSummary
@@ -26,7 +27,8 @@ MAX_MODEL_FAILURES_IN_A_ROW = 3  # then the run ends with ModelError (exit 79)
 
 class Recorder:
     def __init__(self, *, sortlog: SortLog, summary: RunSummary, capture: CaptureWriter,
-                 indicator: Indicator | None, stuck: StuckWatch, fallback_bin: str, model_sha256: str):
+                 indicator: Indicator | None, stuck: StuckWatch, fallback_bin: str, model_sha256: str,
+                 device_id: str = "", run_id: str = ""):
         self.sortlog = sortlog
         self.summary = summary
         self.capture = capture
@@ -35,6 +37,8 @@ class Recorder:
         self.model_failures = 0  # items in a row the classifier failed on
         self.fallback_bin = fallback_bin
         self.model_sha256 = model_sha256
+        self.device_id = device_id or record_ids.device_id()
+        self.run_id = run_id or record_ids.new_run_id()
 
     def record(self, outcome: Outcome, *, calibration_id: str, now_s: float) -> Exception | None:
         """Append ``outcome``'s record (``now_s``: the actuators' time, the bin light's start);
@@ -48,7 +52,8 @@ class Recorder:
             frames_used=decision.frames_used, frames_rejected=sum(item.rejected.values()),
             reject_reasons=dict(item.rejected), latency_ms=outcome.latency_ms,
             model_sha256=self.model_sha256[:12], calibration_id=calibration_id, settled=settled,
-            early=outcome.event == "early")
+            early=outcome.event == "early", record_id=record_ids.record_id(self.device_id, self.run_id, item.number),
+            device_id=self.device_id, run_id=self.run_id)
         capture_id = self.capture.offer(record, [slot.image for slot in outcome.slots])
         if capture_id:
             record = replace(record, capture_id=capture_id)

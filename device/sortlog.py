@@ -53,6 +53,11 @@ class SortEvent:
     settled: bool = True  # False: the item kept moving and was decided after presence.max_settle_s
     capture_id: str = ""  # the capture of its decision frames (device/capture.py); "" when none
     early: bool = False  # decided while settling: its first still frames agreed (model.early_*)
+    # unique across runs and sorters (device/record_ids.py): "<device_id>-<run_id>-<item>";
+    # "" in records written before it existed
+    record_id: str = ""
+    device_id: str = ""  # [device] id, else the host name
+    run_id: str = ""  # the run's start (UTC) and 6 random hex digits
 
     def to_json(self) -> str:
         body = asdict(self)

@@ -8,7 +8,9 @@ examples:
   waste-sorter logs --label glass --json         JSON lines, for jq
 
 --since takes an ISO date or time (local time unless it ends in Z or an offset) or a relative
-age: 90s, 30m, 2h, 1d, 1w.
+age: 90s, 30m, 2h, 1d, 1w. --label and --bin match whatever the case (Glass, glass).
+A filter that matches nothing says so on stderr (exit 0); a missing log exits 65 (with -f:
+it says once that it waits for the log to appear).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
-from device.errors import UsageError
+from device.errors import DataError, UsageError
 from device.log_follow import LogFollower
 from device.runtime_status import parse_utc
+from device.safe_open import show_path
 from device.sortlog import log_files, read_records
 from device.stats import percentile
 
@@ -87,6 +90,40 @@ def record_time(record: Record) -> float | None:
     return parse_utc(ts) if isinstance(ts, str) else None
 
 
+class Seen:
+    """What the records read had, for saying why a filter matched none of them."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.bins: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()
+        self.last_ts = ""
+
+    def count(self, record: Record) -> Record:
+        self.records += 1
+        self.bins[str(record.get("bin", ""))] += 1
+        self.labels[str(record.get("label", "")) or "(none)"] += 1
+        self.last_ts = str(record.get("ts", "")) or self.last_ts
+        return record
+
+
+def no_match_note(args: argparse.Namespace, path: Path, seen: Seen) -> str:
+    """One line saying that nothing matched, and what there was instead."""
+    if not seen.records:
+        return f"no items in {path} yet"
+    asked = [f"{flag} {value}" for flag, value in (("--since", args.since), ("--label", args.label),
+                                                    ("--bin", args.bin), ("--reason", args.reason)) if value]
+    hints = []
+    if args.bin:
+        hints.append("bins: " + ", ".join(sorted(seen.bins)))
+    if args.label:
+        hints.append("classes: " + ", ".join(sorted(seen.labels)))
+    if args.since:
+        hints.append(f"the last item is of {seen.last_ts or '?'}")
+    return (f"no items match {' '.join(asked)} (of {seen.records} in {path}"
+            + ("; " + "; ".join(hints) if hints else "") + ")")
+
+
 def make_filter(since: float | None = None, label: str | None = None, bin_: str | None = None,
                 reason: str | None = None) -> Callable[[Record], bool]:
     def keep(record: Record) -> bool:
@@ -121,7 +158,16 @@ def follow(follower: LogFollower, *, poll_s: float = 1.0, sleep: Callable[[float
 
 
 def _key(record: Record) -> tuple[Any, Any]:
+    """A record's identity: its ``record_id`` (unique across runs and sorters), else, in records
+    written before it existed, its time and item number."""
+    if record.get("record_id"):
+        return "record_id", record["record_id"]
     return record.get("ts"), record.get("item")
+
+
+def note(text: str) -> None:
+    """A line for the person reading, on stderr: stdout stays the records (or the JSON)."""
+    print(f"waste-sorter logs: {text}", file=sys.stderr, flush=True)
 
 
 def drop_seen(batch: list[Record], last_seen: tuple[Any, Any] | None) -> list[Record]:
@@ -161,15 +207,17 @@ def summarize(records: Iterable[Record]) -> dict[str, Any]:
         first = first or ts
         last = ts
         hour = per_hour.setdefault(ts[:13] + ":00Z" if len(ts) >= 13 else "unknown",
-                                   {"items": 0, "bins": Counter(), "labels": Counter()})
+                                   {"items": 0, "uncertain": 0, "bins": Counter(), "labels": Counter()})
         hour["items"] += 1
+        hour["uncertain"] += bool(record.get("reason"))
         hour["bins"][bin_] += 1
         hour["labels"][label] += 1
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     return {
         "items": total, "first_ts": first, "last_ts": last,
         "bins": dict(bins.most_common()), "labels": dict(labels.most_common()),
-        "per_hour": {h: {"items": v["items"], "bins": dict(v["bins"]), "labels": dict(v["labels"])}
+        "per_hour": {h: {"items": v["items"], "uncertain": v["uncertain"], "bins": dict(v["bins"]),
+                         "labels": dict(v["labels"])}
                      for h, v in sorted(per_hour.items())},
         "reject_reasons": dict(rejects.most_common()),
         "uncertain": uncertain,
@@ -247,22 +295,31 @@ def show_logs(args: argparse.Namespace, out: TextIO, *, now: float | None = None
         raise UsageError(f"-n {args.lines}: must be >= 0")
     since = parse_since(args.since, now) if args.since else None
     keep = make_filter(since, args.label, args.bin, args.reason)
-    if not log_files(path) and not args.follow:
-        print(f"waste-sorter logs: no sort log at {path}", file=sys.stderr)
-        return 1
+    if not log_files(path):
+        if not args.follow:
+            raise DataError(f"{show_path(path)}: no sort log there (yet): --log, or the config's log.path "
+                            f"(the sorter writes it with its first item)")
+        note(f"no sort log at {show_path(path)} yet: waiting for it (Ctrl-C to stop)")
     color = args.color == "always" or (args.color == "auto" and out.isatty()
                                        and not os.environ.get("NO_COLOR"))
+    seen = Seen()
     if args.summary:
-        summary = summarize(r for r in read_records(path) if keep(r))
+        summary = summarize(r for r in read_records(path) if keep(seen.count(r)))
+        if not summary["items"]:
+            note(no_match_note(args, path, seen))
         out.write((json.dumps(summary) if args.json else format_summary(summary)) + "\n")
         return 0
     follower = LogFollower(path) if args.follow else None  # before the tail: nothing falls between
     tail: deque[Record] = deque(maxlen=args.lines)
     last_seen = None
+    matched = 0
     for record in read_records(path):
-        last_seen = _key(record)
+        last_seen = _key(seen.count(record))
         if keep(record):
             tail.append(record)
+            matched += 1
+    if not matched and args.lines and log_files(path):
+        note(no_match_note(args, path, seen) + ("; following" if follower is not None else ""))
     emit(tail, out, as_json=args.json, color=color)
     if follower is not None:
         for batch in follow(follower, poll_s=args.poll_s, sleep=sleep, max_polls=max_polls):
