@@ -88,6 +88,14 @@ def test_label_several_ids_and_ranges_relabel_and_skip(folder, capsys):
         "1": "cardboard", "2": "glass", "3": "metal", "4": "glass", "5": "cardboard", "6": "skip"}
 
 
+def test_a_label_is_matched_whatever_its_case_as_logs_bin_is(folder, capsys):
+    """`logs --bin Glass` matches glass; so does `captures label 2 Glass` (and SKIP is skip)."""
+    assert captures(folder, "label", "2", "Glass") == 0
+    assert captures(folder, "label", "3", "SKIP") == 0
+    assert capsys.readouterr().out == "glass: 2\nskip: 3\n"
+    assert json.loads((folder / "labels.json").read_text()) == {"2": "glass", "3": "skip"}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["1", "glas"], "label: 'glas' is not a class of the model that decided capture 1 (cardboard, glass, metal); "
                     "'skip' for no item worth learning from"),

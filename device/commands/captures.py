@@ -114,11 +114,21 @@ def parse_ids(tokens: list[str], existing: set[int]) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def canonical_label(class_name: str, chosen: list[Capture]) -> str:
+    """``class_name`` as the models of ``chosen`` spell it (or 'skip') when it differs from that
+    only in case; otherwise as given (then refused, when it is no class, by the caller)."""
+    spellings = {SKIP} | {c for capture in chosen for c in capture.classes}
+    same = [name for name in spellings if name.casefold() == class_name.casefold()]
+    return same[0] if len(same) == 1 and class_name not in spellings else class_name
+
+
 def label_captures(folder: Path, chosen: list[Capture], class_name: str) -> dict[int, str]:
     """Label ``chosen`` (captures of ``folder``) as ``class_name`` (a class of the model that
     decided each, or 'skip'): the one way labels are written (``captures label`` and the web
     page's label and undo). The labels it replaced (id -> old). UsageError for a label that is
-    not a class, DataError for one that cannot be a folder's name."""
+    not a class, DataError for one that cannot be a folder's name. The class is matched whatever
+    its case (``Glass`` is glass), as ``logs --bin``/``--label`` and the filters here match."""
+    class_name = canonical_label(class_name, chosen)
     if class_name != SKIP:
         for capture in chosen:
             if class_name not in capture.classes:
@@ -137,7 +147,9 @@ def label(folder: Path, captures: list[Capture], tokens: list[str], out: TextIO)
     *id_tokens, class_name = tokens
     by_id = {c.id: c for c in captures}
     ids = parse_ids(id_tokens, set(by_id))
-    replaced = label_captures(folder, [by_id[i] for i in ids], class_name)
+    chosen = [by_id[i] for i in ids]
+    class_name = canonical_label(class_name, chosen)
+    replaced = label_captures(folder, chosen, class_name)
     out.write(f"{class_name}: {', '.join(map(str, ids))}\n")
     for capture_id, old in replaced.items():
         out.write(f"  {capture_id} was {old}\n")
