@@ -77,3 +77,21 @@ def test_board_light_and_subset_apart_from_the_seed(trashnet, tmp_path, capsys):
     assert stage.light == CONDITIONS["warm"].light and stage.board.shape[:2] == board_a.shape[:2]
     assert cli_main(["demo-scene", "--photos", str(trashnet), "--subset", "val", "--out", str(tmp_path / "x.mp4")]) == 2
     assert "--subset needs --split" in capsys.readouterr().err
+
+
+def test_help_shows_every_nuisances_default(capsys):
+    """`demo-scene --help` says what a scene has when an option is left out, and what
+    --all-nuisances sets."""
+    with pytest.raises(SystemExit) as info:
+        cli_main(["demo-scene", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, default in (("--overexposed OVEREXPOSED", "(default 2)"), ("--glare GLARE", "(default 2)"),
+                            ("--flash FLASH", "(default 0)"), ("--clip CLIP", "(default 0)"),
+                            ("--quick QUICK", "(default 0)"), ("--shake-px SHAKE_PX", "default 0.0)"),
+                            ("--noise NOISE", "(default 2.0)"), ("--light-changes LIGHT_CHANGES", "(default 1)"),
+                            ("--hands HANDS", "(default 0)"), ("--at-start", "(default: off)"),
+                            ("--motion-blur", "(default: off)")):
+        after = text.split(f" {option} ", 1)[1]
+        assert default in after.split(" --", 1)[0], option
+    assert "overexposed 5%, glare 8%, flash 8%, clip 8%, quick 8% of --items" in text

@@ -90,26 +90,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", type=Path, help="draw from the test photos of this split manifest")
     p.add_argument("--subset", choices=("train", "val", "test"), default="test",
                    help="the subset of --split to draw from (default: test)")
-    p.add_argument("--out", type=Path, default=Path("scene.mp4"))
-    p.add_argument("--items", type=int, default=12)
-    p.add_argument("--overexposed", type=int, default=2, help="items whose frames are all blown out")
-    p.add_argument("--glare", type=int, default=2, help="items with a few glare frames")
-    p.add_argument("--flash", type=int, default=0, help="items with a few flash frames while they rest")
-    p.add_argument("--clip", type=int, default=0, help="items white enough that 20-40%% of them clips")
-    p.add_argument("--quick", type=int, default=0, help="items taken away before they settle")
-    p.add_argument("--at-start", action="store_true", help="the first item lies on the board at start")
-    p.add_argument("--shake-px", type=float, default=0.0, help="camera shake, pixels (every frame)")
-    p.add_argument("--noise", type=float, default=2.0, help="sensor noise, grey levels")
-    p.add_argument("--motion-blur", action="store_true", help="blur items as they fall")
-    p.add_argument("--light-changes", type=int, default=1, help="light changes over the empty board")
-    p.add_argument("--hands", type=int, default=0, help="hands passing over the empty board")
-    p.add_argument("--still-s", type=float, default=1.6, help="how long an item rests")
-    p.add_argument("--gap-s", type=float, default=1.0, help="empty board between items")
-    p.add_argument("--all-nuisances", action="store_true",
-                   help="every nuisance: shake 1 px, noise 3, motion blur, item kinds in proportion, light "
-                        "changes and hands every ~10 items, an item at start, rests of 1 s, gaps of 0.8 s")
-    p.add_argument("--fps", type=float, default=10.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("scene.mp4"), help="the video (default %(default)s)")
+    p.add_argument("--items", type=int, default=12, help="items in the scene (default %(default)s)")
+    nuisance = p.add_argument_group("nuisances (each an option; --all-nuisances turns every one on)")
+    nuisance.add_argument("--overexposed", type=int, default=2,
+                          help="items whose frames are all blown out (default %(default)s)")
+    nuisance.add_argument("--glare", type=int, default=2, help="items with a few glare frames (default %(default)s)")
+    nuisance.add_argument("--flash", type=int, default=0,
+                          help="items with a few flash frames while they rest (default %(default)s)")
+    nuisance.add_argument("--clip", type=int, default=0,
+                          help="items white enough that 20-40%% of them clips (default %(default)s)")
+    nuisance.add_argument("--quick", type=int, default=0,
+                          help="items taken away before they settle (default %(default)s)")
+    nuisance.add_argument("--at-start", action="store_true",
+                          help="the first item lies on the board at start (default: off)")
+    nuisance.add_argument("--shake-px", type=float, default=0.0,
+                          help="camera shake, pixels (every frame; default %(default)s)")
+    nuisance.add_argument("--noise", type=float, default=2.0, help="sensor noise, grey levels (default %(default)s)")
+    nuisance.add_argument("--motion-blur", action="store_true", help="blur items as they fall (default: off)")
+    nuisance.add_argument("--light-changes", type=int, default=1,
+                          help="light changes over the empty board (default %(default)s)")
+    nuisance.add_argument("--hands", type=int, default=0,
+                          help="hands passing over the empty board (default %(default)s)")
+    p.add_argument("--still-s", type=float, default=1.6, help="how long an item rests, s (default %(default)s)")
+    p.add_argument("--gap-s", type=float, default=1.0, help="empty board between items, s (default %(default)s)")
+    shares = ", ".join(f"{kind} {share:.0%}" for kind, share in ALL_NUISANCES.items()).replace("%", "%%")
+    nuisance.add_argument("--all-nuisances", action="store_true",
+                          help=f"every nuisance: shake 1 px, noise 3, motion blur, items of each kind ({shares} of "
+                               f"--items, at least 1 each), light changes and hands every ~10 items, an item at "
+                               f"start, rests of 1 s, gaps of 0.8 s")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the scene's draw of photos and events (default %(default)s)")
     p.add_argument("--board-seed", type=int, help="the board's texture (default: --seed)")
     p.add_argument("--light", choices=tuple(CONDITIONS),
                    help="board colour and light of one of evaluate --relight's conditions (warm: tungsten-like; "
