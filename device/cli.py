@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("device.commands.logs", "read, follow, filter and summarise the sort log"),
     "status": ("device.commands.status", "is the sorter running, what did it do today"),
     "captures": ("device.commands.captures", "list, view, label and export the items the sorter captured"),
+    "web": ("device.commands.web", "the technician's page: the camera, today, labelling captures"),
     "demo-scene": ("device.commands.demo_scene", "render a demo video of items from labelled photos"),
     "score-scene": ("device.commands.score_scene", "score a sort log against a demo scene's truth file"),
     "bench": ("device.commands.bench", "measure per-frame cost, model latency and memory"),

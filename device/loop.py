@@ -31,6 +31,7 @@ from device.deciding import Actuation, Decider, Outcome
 from device.decision import RunSummary
 from device.errors import ActuatorError, CalibrationError, CameraError
 from device.frame_checks import FrameChecks
+from device.frame_preview import FramePreview
 from device.gate import ExposureGate, GateVerdict, board_stats
 from device.indicator import Indicator
 from device.inference_worker import InferenceWorker
@@ -49,13 +50,14 @@ class Sorter:
                  notifier=None, status_writer: Callable[["Sorter"], None] | None = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
                  inference: InferenceWorker | None = None, indicator: Indicator | None = None,
-                 capture: CaptureWriter | None = None):
+                 capture: CaptureWriter | None = None, preview: FramePreview | None = None):
         """``clock`` (seconds) times the actuators; ``None`` times them on frame timestamps
         (source time: a replay actuates identically at any speed). ``sleep`` waits out the last
         hold or pulse when a run ends at ``max_items`` on a clock. ``inference``: where the model
         runs; by default a worker thread on a clock (a live camera), inline in source time.
         ``indicator``: the lights and buzzer the person at the bin sees (:mod:`device.indicator`);
-        ``capture``: saves the frames of items worth labelling (:mod:`device.capture`)."""
+        ``capture``: saves the frames of items worth labelling (:mod:`device.capture`);
+        ``preview``: the newest frame as a JPEG for the web page (:mod:`device.frame_preview`)."""
         self.config = config
         self.clock = clock
         self.sleep = sleep
@@ -66,6 +68,7 @@ class Sorter:
         self.notifier = notifier
         self.indicator = indicator
         self.capture = capture or CaptureWriter.off()
+        self.preview = preview or FramePreview.off()
         self.status_writer = status_writer
         self.calibration_loader = calibration_loader
         self.gate = ExposureGate(config.gate)
@@ -159,7 +162,8 @@ class Sorter:
             self.notifier.status("starting")
         try:
             while (frame := self._next_frame()) is not None:
-                self.step(frame.image, frame.timestamp_s)
+                verdict = self.step(frame.image, frame.timestamp_s)
+                self.preview.offer(frame.image, frame.timestamp_s, verdict, self.presence, self.state)
                 self._report(frame.timestamp_s)
                 if max_items is not None and self.summary.items >= max_items:
                     log.info("reached --max-items %d", max_items)

@@ -47,6 +47,7 @@ class RuntimeStatus:
     log_pending: int = 0  # sort records waiting in memory (the log could not be written)
     log_dropped: int = 0  # sort records lost since start (the in-memory queue overflowed)
     indicator: str = ""  # what the person at the bin sees (ready light, bin light, buzzer); "" without one
+    stuck_events: int = 0  # times a sorted item stayed on the board past presence.stuck_warn_s, since start
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

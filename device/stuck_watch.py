@@ -22,6 +22,7 @@ class StuckWatch:
         """``stuck_warn_s``: how long (seconds of source time) a sorted item may stay; 0 = never warn."""
         self.stuck_warn_s = stuck_warn_s
         self.stuck = False
+        self.events = 0  # stuck spells since start (the status file has it)
         self._sorted: tuple[int, str, float] | None = None  # (item, bin, source time s)
 
     def sorted(self, number: int, bin_name: str, t: float) -> None:
@@ -46,6 +47,7 @@ class StuckWatch:
         number, bin_name, sorted_at_s = self._sorted
         if self.stuck_warn_s > 0 and t - sorted_at_s + TIME_TOLERANCE_S >= self.stuck_warn_s:
             self.stuck = True
+            self.events += 1
             log.warning("item %d is still on the board %.0f s after it was sorted to %s: check that bin's "
                         "actuator and clear the board (the next item is sorted once it clears or changes)",
                         number, t - sorted_at_s, bin_name)

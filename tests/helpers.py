@@ -245,3 +245,43 @@ def received(sock: socket.socket) -> list[str]:
             messages.append(sock.recv(4096).decode())
         except BlockingIOError:
             return messages
+
+
+# -- a sorted colour scene (the web page's tests) ----------------------------------------------
+def colour_scene(folder: Path, *, rounds: int = 2) -> dict[str, Path]:
+    """A scene of red, green and blue items (``rounds`` of each), the colour model and a config
+    that captures every item into ``folder``/caps: the paths by name (scene, model, config,
+    config_no_capture, caps)."""
+    from device.commands.demo_scene import SceneItem, Timing, make_board, render
+    from export.package import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    board = make_board(seed=1)
+    items = [SceneItem(item_on(board, colour), name)
+             for colour, name in ((RED, "cardboard"), (GREEN, "glass"), (BLUE, "metal"))] * rounds
+    paths = {"scene": folder / "scene.mp4", "model": folder / "colour.onnx", "config": folder / "config.toml",
+             "config_no_capture": folder / "config-no-capture.toml", "caps": folder / "caps"}
+    render(items, paths["scene"], board=board, timing=Timing(fps=10), seed=1)
+    save_model(colour_model(), paths["model"], colour_contract())
+    paths["config_no_capture"].write_text(CONFIG)
+    paths["config"].write_text(CONFIG + f'\n[capture]\nenabled = true\ndir = "{paths["caps"]}"\nsample_every = 1\n')
+    return paths
+
+
+def sort_scene(paths: dict[str, Path], log: Path, *extra: str, config: str = "config") -> list[dict]:
+    """`waste-sorter run` of ``paths``' scene (the colour model, mock GPIO) into ``log``; its records."""
+    import os
+
+    from device.sortlog import read_records
+
+    saved = os.environ.get("GPIOZERO_PIN_FACTORY")
+    os.environ["GPIOZERO_PIN_FACTORY"] = "mock"
+    try:
+        assert cli_main(["run", "--config", str(paths[config]), "--model", str(paths["model"]),
+                         "--source", str(paths["scene"]), "--log", str(log), *extra]) == 0
+    finally:
+        if saved is None:
+            os.environ.pop("GPIOZERO_PIN_FACTORY")
+        else:
+            os.environ["GPIOZERO_PIN_FACTORY"] = saved
+    return list(read_records(log))

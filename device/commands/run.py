@@ -34,6 +34,7 @@ from device.config import Config, effective_routing, load_config, routing_proble
 from device.errors import CameraError, ConfigError, DataError, UsageError
 from device.calibration_file.store import is_absent, load_for_camera
 from device.loop import Sorter
+from device.frame_preview import FramePreview
 from device.presence import State
 from device.indicator import Indicator, format_history
 from device.notify import Notifier
@@ -53,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=Path, help="calibration file, overrides [calibration].path")
     p.add_argument("--log", type=Path, help="sort log (JSON lines), overrides [log].path")
     p.add_argument("--max-items", type=int, help="stop after this many items")
-    p.add_argument("--status-file", type=Path, help="rewrite a runtime status JSON here (for `status`)")
+    p.add_argument("--status-file", type=Path, help="rewrite a runtime status JSON here (for `status`), and "
+                   "the newest frame as frame.jpg beside it (for `web`)")
     p.add_argument("--realtime", action="store_true",
                    help="play a recording at its own pace as if filmed now (inference on its thread, "
                         "actuators on the clock), as on a live camera")
@@ -134,6 +136,7 @@ def _main(args, early: "StartupSignals") -> int:
                             calibration_loader=((lambda: load_calibration_for(calibration_path, size))
                                                 if calibration_path else None),
                             notifier=notifier, status_writer=status_writer, indicator=indicator, capture=capture,
+                            preview=FramePreview.beside(args.status_file),
                             clock=time.monotonic if camera.live else None)
             sorter.install_signal_handlers()
             early.hand_over()  # a signal of the start-up reaches the sorter now
@@ -227,7 +230,7 @@ def _status_writer(path: Path, classifier: Classifier):
             calibration_id=sorter.calibration_id,
             calibration_created_utc=getattr(sorter.calibration, "created_utc", ""),
             state=sorter.state, pid=os.getpid(), log_pending=sorter.sortlog.pending,
-            log_dropped=sorter.sortlog.dropped,
+            log_dropped=sorter.sortlog.dropped, stuck_events=sorter.stuck.events,
             indicator=sorter.indicator.what_the_person_sees().describe() if sorter.indicator else "")
         try:
             write_runtime_status(path, status)

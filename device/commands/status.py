@@ -103,23 +103,29 @@ def collect(status_file: Path, log_path: Path, now: float, service: str) -> dict
         t = record_time(last)
         report["last_item_age_s"] = None if t is None else round(max(0.0, now - t), 1)
     if status is not None:
-        updated_age = _age(status.updated_utc, now)
-        report["runtime"] = {
-            "state": status.state,
-            "stale": updated_age is None or updated_age > STALE_AFTER_S,
-            "updated_age_s": None if updated_age is None else round(updated_age, 1),
-            "uptime_s": None if _age(status.started_utc, now) is None else round(_age(status.started_utc, now), 1),
-            "fps": status.fps, "frames": status.frames, "frames_rejected": status.frames_rejected,
-            "rejected_rate": round(status.frames_rejected / status.frames, 4) if status.frames else None,
-            "reject_reasons": status.reject_reasons, "items_since_start": status.items,
-            "model_path": status.model_path, "model_sha256": status.model_sha256,
-            "model_age_s": _age(status.model_mtime_utc, now),
-            "calibration_id": status.calibration_id,
-            "calibration_age_s": _age(status.calibration_created_utc, now),
-            "log_pending": status.log_pending, "log_dropped": status.log_dropped,
-            "indicator": status.indicator,
-        }
+        report["runtime"] = runtime_report(status, now)
     return report
+
+
+def runtime_report(status: RuntimeStatus, now: float) -> dict[str, Any]:
+    """What the status file says, with ages at ``now`` (seconds since the epoch): `status`'s
+    "runtime" and the web page's Now."""
+    updated_age = _age(status.updated_utc, now)
+    return {
+        "state": status.state,
+        "stale": updated_age is None or updated_age > STALE_AFTER_S,
+        "updated_age_s": None if updated_age is None else round(updated_age, 1),
+        "uptime_s": None if _age(status.started_utc, now) is None else round(_age(status.started_utc, now), 1),
+        "fps": status.fps, "frames": status.frames, "frames_rejected": status.frames_rejected,
+        "rejected_rate": round(status.frames_rejected / status.frames, 4) if status.frames else None,
+        "reject_reasons": status.reject_reasons, "items_since_start": status.items,
+        "model_path": status.model_path, "model_sha256": status.model_sha256,
+        "model_age_s": _age(status.model_mtime_utc, now),
+        "calibration_id": status.calibration_id,
+        "calibration_age_s": _age(status.calibration_created_utc, now),
+        "log_pending": status.log_pending, "log_dropped": status.log_dropped,
+        "indicator": status.indicator, "stuck_events": status.stuck_events,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -140,6 +146,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"items        {rt['items_since_start']} since start")
         if rt["indicator"]:  # what the person at the bin sees (a sorter with an [indicator])
             lines.append(f"indicator    {rt['indicator']}")
+        if rt["stuck_events"]:
+            lines.append(f"stuck        {rt['stuck_events']} time(s) a sorted item stayed on the board, since start")
         if rt["log_pending"] or rt["log_dropped"]:
             lines.append(f"SORT LOG     {rt['log_pending']} record(s) waiting to be written, {rt['log_dropped']} lost: "
                          f"is the log's disk full or read-only? (journalctl -u waste-sorter)")
