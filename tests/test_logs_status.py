@@ -380,3 +380,21 @@ def test_a_full_queue_drops_the_oldest_records_and_says_so_once_a_minute(tmp_pat
     full = [r.getMessage() for r in caplog.records if "queue full" in r.getMessage()]
     assert full == ["sort log queue full (3 records): the oldest waiting records are lost, 1 so far",
                     "sort log queue full (3 records): the oldest waiting records are lost, 7 so far"]
+
+
+@pytest.mark.parametrize("state, updated_ago_s, expected", [
+    ("stopped", 660, "state        stopped 11 min ago, after running 22 s"),  # not "up 11 min STALE"
+    ("stopped", 3, "state        stopped 3 s ago, after running 22 s"),
+    ("sorting", 660, "state        sorting 11 min ago, after running 22 s; STALE: not updated since (the "
+                     "sorter hung or was killed)"),
+    ("sorting", 3, "state        sorting, up 25 s"),
+])
+def test_status_says_how_long_a_run_lasted_and_when_it_stopped(tmp_path, state, updated_ago_s, expected):
+    status_file = tmp_path / "status.json"
+    now = float(int(NOW))  # the status file's times are whole seconds
+    write_runtime_status(status_file, runtime(now, state=state, updated_utc=utc_iso(now - updated_ago_s),
+                                              started_utc=utc_iso(now - updated_ago_s - 22)))
+    out = io.StringIO()
+    status_cli.show_status(args_for("--status-file", str(status_file), "--log", str(tmp_path / "none.jsonl"),
+                                    module=status_cli), out, now=now, service="inactive")
+    assert expected in out.getvalue().splitlines()

@@ -128,14 +128,26 @@ def runtime_report(status: RuntimeStatus, now: float) -> dict[str, Any]:
     }
 
 
+def state_line(rt: dict[str, Any]) -> str:
+    """The sorter's state and how long it has run: up so long while the status file is fresh;
+    for a run that stopped (or stopped updating it), when that was and how long it had run."""
+    updated, uptime = rt["updated_age_s"], rt["uptime_s"]
+    ran = None if updated is None or uptime is None else max(0.0, uptime - updated)
+    if rt["state"] == "stopped":
+        return f"stopped {format_age(updated)} ago, after running {format_age(ran)}"
+    if rt["stale"]:
+        return (f"{rt['state']} {format_age(updated)} ago, after running {format_age(ran)}; STALE: not updated "
+                f"since (the sorter hung or was killed)")
+    return f"{rt['state']}, up {format_age(uptime)}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"service      {report['service']}"]
     rt = report["runtime"]
     if rt is None:
         lines.append(f"live status  none at {report['status_file']} (sorter not running, or see --status-file)")
     else:
-        stale = f"  STALE (updated {format_age(rt['updated_age_s'])} ago)" if rt["stale"] else ""
-        lines.append(f"state        {rt['state']}, up {format_age(rt['uptime_s'])}{stale}")
+        lines.append(f"state        {state_line(rt)}")
         rate = "-" if rt["rejected_rate"] is None else f"{rt['rejected_rate'] * 100:.1f}%"
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(rt["reject_reasons"].items(), key=lambda kv: -kv[1]))
         lines.append(f"frames       {rt['fps']:.1f} fps, {rt['frames']} read, {rt['frames_rejected']} rejected "
