@@ -112,3 +112,7 @@ class LogFollower:
                 records += self._read(file, look, offset)
             offset = 0
         return records
+
+
+#: For readers that keep their own position in the log (device/mqtt_position.py).
+FileLook, look_file = _Look, _look
