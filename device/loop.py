@@ -110,13 +110,16 @@ class Sorter:
         self.close()
 
     # -- calibration -------------------------------------------------------------------
-    def apply_calibration(self, calibration, board_image: np.ndarray) -> None:
+    def apply_calibration(self, calibration, board_image: np.ndarray, *, reloaded: bool = False) -> None:
         """Use ``calibration``: the camera's controls first (CameraError if it refuses them:
-        nothing else has changed then), then its gate and board reference."""
+        nothing else has changed then), then its gate and board reference (``reloaded``: on a
+        SIGHUP, not at start)."""
         if isinstance(self.camera, AdjustableCamera):
             self.camera.set_controls(calibration.controls)
         self.gate = ExposureGate(calibration.gate, calibration.board, board_image=board_image)
-        self.presence = PresenceDetector(self.config.presence, reference=board_image)
+        first_view = (f"the first still view after reloading calibration {calibration.id}" if reloaded
+                      else "the view at start")
+        self.presence = PresenceDetector(self.config.presence, reference=board_image, first_view=first_view)
         self.calibration, self.calibration_id = calibration, calibration.id
         self.frame_checks.expect(board_image.shape[:2], f"calibration {calibration.id}'s board reference")
         log.info("calibration %s in use", calibration.id)
@@ -129,7 +132,7 @@ class Sorter:
         if self.notifier:
             self.notifier.reloading()
         try:
-            self.apply_calibration(*self.calibration_loader())
+            self.apply_calibration(*self.calibration_loader(), reloaded=True)
         except (CalibrationError, CameraError) as exc:
             log.error("calibration reload rejected, keeping %s: %s", self.calibration_id or "defaults", exc)
         if self.notifier:

@@ -97,8 +97,12 @@ class View:
 
 
 class PresenceDetector:
-    def __init__(self, settings: PresenceSettings, reference: np.ndarray | None = None):
+    def __init__(self, settings: PresenceSettings, reference: np.ndarray | None = None, *,
+                 first_view: str = "the view at start"):
+        """``first_view``: what the first still view compared with ``reference`` is called in
+        the warning when they differ (at start, or after a reload)."""
         self.settings = settings
+        self._first_view = first_view
         self.state = State.LEARNING
         self.reference_image: np.ndarray | None = None
         self._ref: np.ndarray | None = None
@@ -154,9 +158,9 @@ class PresenceDetector:
         if self._check_start and not rejected and still_for + EPS_S >= s.settle_s:
             self._check_start = False
             if changed_frac > s.item_frac:
-                log.warning("the view at start differs from the board reference on %.0f%% of the board: an item "
+                log.warning("%s differs from the board reference on %.0f%% of the board: an item "
                             "on it is sorted now; if the board is empty, the camera or the board moved "
-                            "(recalibrate)", 100 * changed_frac)
+                            "(recalibrate)", self._first_view, 100 * changed_frac)
         event = ""
         if self.state is State.EMPTY:
             if changed_frac > s.item_frac:  # rejected or not: something is there

@@ -181,3 +181,17 @@ def test_a_camera_that_refuses_the_new_controls_keeps_the_whole_last_calibration
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == ["calibration reload rejected, keeping cal-1: picamera2: exposure controls not applied "
                       "(device busy)"]
+
+
+def test_a_board_that_differs_after_a_reload_is_warned_about_as_such(scene, tmp_path, colour_model_path, caplog):
+    """The new calibration's board is compared with the first still view after the reload, and
+    the warning says so (it said "the view at start", long after the start)."""
+    other_board = make_board(seed=5)
+    hook = request_during_item(1, lambda p: save_calibration(p, calibration("cal-2", GATE_1), other_board))
+    with caplog.at_level(logging.WARNING, logger="device.presence"):
+        replay(scene, tmp_path, colour_model_path, hook)
+    assert hook.done
+    warnings = [r.getMessage() for r in caplog.records if "differs from the board reference" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("the first still view after reloading calibration cal-2 differs from the board "
+                                  "reference on ")
