@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibration.cli", "recalibrate exposure and the empty-board reference"),
     "logs": ("device.commands.logs", "read, follow, filter and summarise the sort log"),
     "status": ("device.commands.status", "is the sorter running, what did it do today"),
+    "mqtt": ("device.commands.mqtt", "publish the sort log and the bin's state to an MQTT broker"),
+    "fleet": ("device.commands.fleet", "one line per bin on an MQTT broker: state, items, faults"),
     "captures": ("device.commands.captures", "list, view, label and export the items the sorter captured"),
     "web": ("device.commands.web", "the technician's page: the camera, today, labelling captures"),
     "demo-scene": ("device.commands.demo_scene", "render a demo video of items from labelled photos"),
@@ -32,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 TRAIN_EXTRA = ("train", "export", "quantize", "soup")  # need torch: pip install 'waste-sorter[train]'
+MQTT_EXTRA = ("mqtt", "fleet")  # need paho-mqtt: pip install 'waste-sorter[mqtt]'
 
 
 def version() -> str:
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = "pip install 'waste-sorter[train]'" if name in TRAIN_EXTRA else "reinstall waste-sorter"
+        hint = ("pip install 'waste-sorter[train]'" if name in TRAIN_EXTRA else
+                "pip install 'waste-sorter[mqtt]'" if name in MQTT_EXTRA else "reinstall waste-sorter")
         print(f"waste-sorter {name}: missing dependency {exc.name or first_line(exc)!r} ({hint})", file=sys.stderr)
         return 3
     parser = argparse.ArgumentParser(prog=f"waste-sorter {name}", description=module.__doc__,

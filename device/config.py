@@ -17,6 +17,7 @@ from device.camera import device_source
 from device.camera.sim import is_sim_source, parse_sim_source
 from device.errors import CameraError, ConfigError, first_line
 from device.gate import GateThresholds
+from device.mqtt_config import MqttConfig, check_mqtt
 from device.presence import PresenceSettings
 from device.safe_open import MiB, read_regular, show_path
 from device.schema import TOML, SchemaError, build, spec
@@ -162,6 +163,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)  # `waste-sorter mqtt` only
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -175,6 +177,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     _check_indicator_pins(config)
     _check_timing(config)
     _check_routing(config)
+    check_mqtt(config.mqtt)
     return config
 
 
