@@ -22,8 +22,13 @@ possible: the controls are kept as given). A running sorter holds the Pi camera:
 Other modes:
   --check     measure the empty scene against the calibration; exit 0 when it matches,
               8 + flags on drift (level 1, saturation 2, colour 4: so 9-15), for cron
-  --rollback  restore the previous calibration (and reload the sorter)
+  --rollback  restore the previous calibration (and reload the sorter); the version it
+              replaces stays listed by --history, and --restore ID brings it back
+  --restore ID  make a kept version (earlier, or rolled back) the current one again
   --history   list the kept versions
+
+After a reload, calibrate waits up to --reload-wait-s for the sorter's status file to name the
+new calibration, and says the sorter uses it only then.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ from device.calibration_file import store
 from calibration.console import pause, say
 from calibration.exposure import ExposureLimits, SearchStep, apply_and_settle, search_exposure
 from calibration.reference import DriftLimits, assess_drift, capture_frames, derive_gate, make_reference
-from calibration.reload import UNIT, reload_sorter
+from calibration.reload import UNIT, confirm_reload, reload_sorter
 from device.calibration_file.schema import Calibration, ExposureTarget
 from device.camera import AdjustableCamera, ExposureControls, check_source_option, open_camera
 from device.config import CameraConfig, load_config
 from device.errors import CalibrationError, UsageError
+from device.runtime_status import DEFAULT_STATUS_PATH
 from device.schema import bounds
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--check", action="store_true", help="report drift of the empty scene (exit 0 ok, 9-15 drift)")
     mode.add_argument("--rollback", action="store_true", help="restore the previous calibration")
     mode.add_argument("--history", action="store_true", help="list the kept calibration versions")
+    mode.add_argument("--restore", metavar="ID", help="make the kept version ID current again (see --history)")
     parser.add_argument("--config", type=Path, help="sorter configuration (TOML) for the camera, path and gate")
     parser.add_argument("--source", help="camera source: picamera2, sim[:opts], opencv:N, a video or image folder "
                                          "(default: the config's camera.source)")
@@ -85,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reload = parser.add_argument_group("reload")
     reload.add_argument("--no-reload", action="store_true", help="do not reload the running sorter")
     reload.add_argument("--unit", default=UNIT, help=f"systemd unit to reload (default {UNIT})")
+    reload.add_argument("--status-file", type=Path, default=DEFAULT_STATUS_PATH,
+                        help=f"the sorter's live status, read to see the new calibration in use ({DEFAULT_STATUS_PATH})")
+    reload.add_argument("--reload-wait-s", type=float, default=10.0,
+                        help="how long to wait for the sorter to report the new calibration (default %(default)s)")
     parser.add_argument("--test-item", action="store_true",
                         help="step 7: after saving, wait for an item and show what the classifier says")
     parser.add_argument("-y", "--yes", action="store_true", help="no prompts (also when stdin is not a terminal)")
@@ -137,14 +148,18 @@ def _plain(value: float) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not 0 <= args.reload_wait_s <= 600:
+        raise UsageError("--reload-wait-s must be in 0..600")
     config = load_config(args.config)
     out = Path(args.out or config.calibration.path or DEFAULT_PATH)
     if args.history:
         return _history(out)
-    if args.rollback:
-        calibration = store.rollback(out)
-        say(f"rolled back {out} to calibration {calibration.id} of {calibration.created_utc}")
-        _reload(args)
+    if args.rollback or args.restore:
+        replaced = _current_id(out)
+        calibration = store.restore(out, args.restore) if args.restore else store.rollback(out)
+        say(f"{'restored' if args.restore else 'rolled back'} {out} to calibration {calibration.id} of "
+            f"{calibration.created_utc}" + (f" (calibrate --restore {replaced} goes back)" if replaced else ""))
+        _reload(args, calibration.id)
         return 0
     _validate(args)
     source = args.source or config.camera.source
@@ -155,21 +170,39 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _history(out: Path) -> int:
-    for path in store.history(out) + ([] if store.is_absent(out) else [out]):
+    """Every kept version: earlier ones (--rollback goes to the last), the active one, and those
+    a rollback replaced (--restore ID brings one back)."""
+    rolled = store.rolled_back(out)
+    for path in store.history(out) + ([] if store.is_absent(out) else [out]) + rolled:
         try:
             cal = store.load_calibration(path)
             line = f"{cal.id}  {cal.created_utc}  {cal.exposure_us} us  gain {cal.analogue_gain:.2f}  {cal.source}"
         except CalibrationError as exc:
             line = f"unreadable ({exc})"
-        say(f"{'active ' if path == out else 'earlier'}  {line}")
+        kind = "active     " if path == out else "rolled back" if path in rolled else "earlier    "
+        say(f"{kind}  {line}")
+    if rolled:
+        say("(calibrate --restore ID makes a kept version current again)")
     return 0
 
 
-def _reload(args: argparse.Namespace) -> None:
+def _current_id(out: Path) -> str:
+    """The id of the calibration at ``out`` ("" when there is none or it is unreadable)."""
+    try:
+        return "" if store.is_absent(out) else store.load_calibration(out).id
+    except CalibrationError:
+        return ""
+
+
+def _reload(args: argparse.Namespace, calibration_id: str) -> None:
+    """Reload the sorter, and say it uses ``calibration_id`` only once its status file says so."""
     if args.no_reload:
         say(f"not reloading (--no-reload); later: sudo systemctl reload {args.unit}")
         return
-    say(reload_sorter(args.unit)[1])
+    reloaded, line = reload_sorter(args.unit)
+    say(line)
+    if reloaded:
+        say(confirm_reload(args.status_file, calibration_id, wait_s=args.reload_wait_s, unit=args.unit)[1])
 
 
 def _check(args: argparse.Namespace, out: Path, source: str, size: tuple[int, int], config: Any) -> int:
@@ -267,7 +300,7 @@ def _finish(args, out, source, config, controls, searched, reference, target) ->
     if config.calibration.path and Path(config.calibration.path).resolve() != out.resolve():
         say(f"   note: the config reads {config.calibration.path}, not this file")
     say("6. Reload:")
-    _reload(args)
+    _reload(args, cal_id)
     cfg = f" --config {args.config}" if args.config else ""
     if not args.test_item:
         say(f"7. Test item: `waste-sorter calibrate --test-item{cfg}` or `waste-sorter run{cfg}` shows what "

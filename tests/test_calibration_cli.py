@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from device.calibration_file import store
-from calibration.reload import reload_sorter
+from calibration.reload import confirm_reload, reload_sorter
+from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
 from device.camera.sim import SimScene, SimulatedCamera
 from device.camera import ExposureControls
 from device.cli import main as waste_sorter
@@ -145,8 +147,68 @@ def _fake_systemctl(tmp_path: Path, monkeypatch, active: bool, reload_rc: int = 
 def test_reload_active_unit(tmp_path, monkeypatch):
     log = _fake_systemctl(tmp_path, monkeypatch, active=True)
     out = tmp_path / "calibration.json"
-    assert calibrate(out, "--source", "sim") == 0
+    assert calibrate(out, "--source", "sim", "--status-file", str(tmp_path / "status.json"),
+                     "--reload-wait-s", "0") == 0
     assert log.read_text().splitlines() == ["is-active --quiet waste-sorter.service", "reload waste-sorter.service"]
+
+
+def test_the_sorter_is_said_to_use_the_calibration_only_once_its_status_names_it(tmp_path, monkeypatch, capsys):
+    """systemctl reload only sends a SIGHUP: the sorter may not have taken it up (the board not
+    empty yet) or may have refused it; calibrate says it is in use only when the status says so."""
+    _fake_systemctl(tmp_path, monkeypatch, active=True)
+    status_file = tmp_path / "status.json"
+    write_runtime_status(status_file, RuntimeStatus(updated_utc="2025-01-01T12:00:00Z",
+                                                    started_utc="2025-01-01T11:00:00Z", calibration_id="cal-old"))
+    out = tmp_path / "calibration.json"
+    assert calibrate(out, "--source", "sim", "--status-file", str(status_file), "--reload-wait-s", "0") == 0
+    text = capsys.readouterr().out
+    new_id = store.load_calibration(out).id
+    assert "now uses" not in text
+    assert f"the sorter has not taken calibration {new_id} up within 0 s (it still uses cal-old)" in text
+
+    write_runtime_status(status_file, replace(read_runtime_status(status_file), calibration_id=new_id))
+    assert calibrate(out, "--source", "sim", "--no-reload") == 0  # a newer one; roll back to new_id
+    capsys.readouterr()
+    assert waste_sorter(["calibrate", "--rollback", "--out", str(out), "--status-file", str(status_file),
+                         "--reload-wait-s", "0"]) == 0
+    assert f"the sorter now uses calibration {new_id}" in capsys.readouterr().out
+
+
+def test_confirm_reload_waits_for_the_status_file(tmp_path):
+    status_file = tmp_path / "status.json"
+    clock = iter(range(100)).__next__  # one second a look
+
+    def sorter_takes_it_up(_s):  # the sorter rewrites its status file while calibrate waits
+        write_runtime_status(status_file, RuntimeStatus(updated_utc="2025-01-01T12:00:02Z",
+                                                        started_utc="2025-01-01T11:00:00Z", calibration_id="cal-9"))
+
+    assert confirm_reload(status_file, "cal-9", wait_s=5, clock=clock, sleep=sorter_takes_it_up) == \
+        (True, "the sorter now uses calibration cal-9")
+    assert confirm_reload(tmp_path / "none.json", "cal-9", wait_s=2, clock=iter(range(100)).__next__,
+                          sleep=lambda s: None)[1].startswith(
+        f"the sorter has not taken calibration cal-9 up within 2 s (no status file at {tmp_path / 'none.json'})")
+
+
+def test_a_rolled_back_version_stays_in_the_history_and_can_be_restored(tmp_path, capsys):
+    out = tmp_path / "calibration.json"
+    assert calibrate(out, "--source", "sim", "--no-reload") == 0
+    first = store.load_calibration(out)
+    assert calibrate(out, "--source", "sim:light=0.5", "--no-reload") == 0
+    second = store.load_calibration(out)
+    capsys.readouterr()
+    assert waste_sorter(["calibrate", "--rollback", "--out", str(out), "--no-reload"]) == 0
+    assert f"(calibrate --restore {second.id} goes back)" in capsys.readouterr().out
+    assert waste_sorter(["calibrate", "--history", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"active       {first.id}")
+    assert lines[1].startswith(f"rolled back  {second.id}")  # the newer one is not lost
+    assert waste_sorter(["calibrate", "--restore", second.id, "--out", str(out), "--no-reload"]) == 0
+    assert store.load_calibration(out) == second
+    assert [p.name for p in store.history(out)] == [f"0001-{first.id}.json"]  # --rollback goes back again
+    assert waste_sorter(["calibrate", "--rollback", "--out", str(out), "--no-reload"]) == 0
+    assert store.load_calibration(out) == first
+    assert waste_sorter(["calibrate", "--restore", "nope", "--out", str(out), "--no-reload"]) == 80
+    assert "no kept calibration 'nope' (see calibrate --history)" in capsys.readouterr().err
 
 
 def test_reload_skipped_when_inactive_or_missing(tmp_path, monkeypatch):

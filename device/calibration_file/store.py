@@ -6,7 +6,8 @@ Files (all in the calibration file's folder, e.g. ``/var/lib/waste-sorter/``)::
     board-<id>.png            the empty-board reference of calibration <id> (8-bit RGB PNG)
     histogram-<id>.png        its histogram, for a technician to copy off with scp
     history/NNNN-<id>.json    earlier versions, NNNN increasing; --rollback restores the newest
-    history/rolled-back-<id>.json   versions replaced by a rollback (kept, never restored)
+    history/rolled-back-<id>.json   versions replaced by a rollback (listed by --history;
+                              --restore ID brings one back, the current one going to history)
 
 The schema and its strict parser are in :mod:`device.calibration_file.schema`.
 """
@@ -146,6 +147,16 @@ def history(path: str | Path) -> list[Path]:
     return [p for _, p in _history(Path(path))]
 
 
+def rolled_back(path: str | Path) -> list[Path]:
+    """Versions a rollback replaced (newer than what is current then), oldest first by time."""
+    folder = Path(path).parent / HISTORY_DIR
+    try:
+        found = [p for p in folder.glob("rolled-back-*.json") if p.is_file()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
 def _write_png(png: Path, image: np.ndarray) -> None:
     def writer(tmp: Path) -> None:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
@@ -233,4 +244,40 @@ def rollback(path: str | Path) -> Calibration:
     except OSError as exc:
         raise CalibrationError(f"{path}: rollback failed ({exc})") from exc
     log.info("rolled back %s to calibration %s", path, calibration.id)
+    return calibration
+
+
+def restore(path: str | Path, calibration_id: str) -> Calibration:
+    """Make the kept version ``calibration_id`` (an earlier one, or one a rollback replaced) the
+    current calibration again, as if it were saved anew: the current file goes to history/ as
+    the newest earlier version (so --rollback returns to it). CalibrationError when no kept
+    version has that id, or its board PNG is gone."""
+    path = Path(path)
+    kept = history(path) + rolled_back(path)
+    found = None
+    for candidate in reversed(kept):  # the newest of that id
+        try:
+            if load_calibration(candidate).id == calibration_id:
+                found = candidate
+                break
+        except CalibrationError:
+            continue
+    if found is None:
+        raise CalibrationError(f"{path}: no kept calibration {calibration_id!r} (see calibrate --history)")
+    calibration = load_calibration(found)
+    load_board_image(path, calibration)  # its board PNG must still be there
+    restored = read_regular(found, what="calibration file", error=CalibrationError, limit_bytes=MAX_FILE_BYTES)
+    current = _current_bytes(path)
+    hist = path.parent / HISTORY_DIR
+    try:
+        if current is not None:
+            entries = _history(path)
+            number = entries[-1][0] + 1 if entries else 1
+            atomic.write_bytes(hist / f"{number:04d}-{_id_of(current, path)}.json", current)
+        atomic.write_bytes(path, restored)
+        found.unlink()
+        atomic.fsync_dir(hist)
+    except OSError as exc:
+        raise CalibrationError(f"{path}: restore failed ({exc})") from exc
+    log.info("restored calibration %s to %s", calibration.id, path)
     return calibration
