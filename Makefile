@@ -21,6 +21,8 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[dev,train]'
 	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		apt-get install -y -qq systemd >/dev/null; } || echo "note: systemd-analyze missing (unit checks)"
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq chromium chromium-driver >/dev/null; } || echo "note: chromium missing (web page tests)"
 	touch $@ $(VENV)/.device
 
 demo: $(VENV)/.device

@@ -15,6 +15,7 @@ Installs the waste sorter as waste-sorter.service:
   calibration  /var/lib/waste-sorter
   logs         /var/log/waste-sorter/sort.jsonl
   unit         /etc/systemd/system/waste-sorter.service (enabled and started)
+  web page     /etc/systemd/system/waste-sorter-web.service (installed, off: systemctl enable --now waste-sorter-web)
 
 options:
   --no-start       install and enable, but do not (re)start the service
@@ -34,6 +35,8 @@ CONF_DIR=/etc/waste-sorter
 STATE_DIR=/var/lib/waste-sorter
 LOG_DIR=/var/log/waste-sorter
 UNIT_DST=/etc/systemd/system/$SERVICE
+WEB_SERVICE=waste-sorter-web.service  # the technician's page: installed, never enabled here
+WEB_UNIT_DST=/etc/systemd/system/$WEB_SERVICE
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 mode=install
@@ -65,7 +68,8 @@ do_uninstall() {
     if systemctl list-unit-files "$SERVICE" >/dev/null 2>&1; then
         systemctl disable --now "$SERVICE" 2>/dev/null || true
     fi
-    rm -f "$UNIT_DST"
+    systemctl disable --now "$WEB_SERVICE" 2>/dev/null || true
+    rm -f "$UNIT_DST" "$WEB_UNIT_DST"
     systemctl daemon-reload
     systemctl reset-failed "$SERVICE" 2>/dev/null || true
     rm -rf "$PREFIX"
@@ -132,6 +136,7 @@ do_install() {
 
     say "unit $UNIT_DST"
     install -m 0644 "$SRC_DIR/systemd/$SERVICE" "$UNIT_DST"
+    install -m 0644 "$SRC_DIR/systemd/$WEB_SERVICE" "$WEB_UNIT_DST"
     systemctl daemon-reload
     systemctl enable "$SERVICE" >/dev/null
     if [ "$start" = 1 ]; then
@@ -140,6 +145,7 @@ do_install() {
     else
         say "enabled; start with: systemctl start $SERVICE"
     fi
+    say "web page (off): systemctl enable --now $WEB_SERVICE, then ssh -L 8080:localhost:8080 this host"
     if ! grep -qs '^dtparam=strict_gpiod' /boot/firmware/config.txt; then
         say "note: add dtparam=strict_gpiod to /boot/firmware/config.txt (see systemd/README.md)"
     fi

@@ -248,8 +248,12 @@ def received(sock: socket.socket) -> list[str]:
 
 
 # -- a sorted colour scene (the web page's tests) ----------------------------------------------
+DOUBTFUL = (100, 40, 155)  # the colour model is torn between cardboard and metal (about 0.5 each)
+
+
 def colour_scene(folder: Path, *, rounds: int = 2) -> dict[str, Path]:
-    """A scene of red, green and blue items (``rounds`` of each), the colour model and a config
+    """A scene of red, green and blue items (``rounds`` of each) and a doubtful purple one
+    (decided below routing.min_confidence), the colour model and a config
     that captures every item into ``folder``/caps: the paths by name (scene, model, config,
     config_no_capture, caps)."""
     from device.commands.demo_scene import SceneItem, Timing, make_board, render
@@ -259,6 +263,7 @@ def colour_scene(folder: Path, *, rounds: int = 2) -> dict[str, Path]:
     board = make_board(seed=1)
     items = [SceneItem(item_on(board, colour), name)
              for colour, name in ((RED, "cardboard"), (GREEN, "glass"), (BLUE, "metal"))] * rounds
+    items.append(SceneItem(item_on(board, DOUBTFUL), "metal"))  # half red, half blue: the fallback bin
     paths = {"scene": folder / "scene.mp4", "model": folder / "colour.onnx", "config": folder / "config.toml",
              "config_no_capture": folder / "config-no-capture.toml", "caps": folder / "caps"}
     render(items, paths["scene"], board=board, timing=Timing(fps=10), seed=1)

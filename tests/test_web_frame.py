@@ -114,5 +114,5 @@ def test_records_are_the_same_with_the_frame_on_or_off_and_the_web_server_runnin
         finally:
             stop.set()
             browser.join(10)
-    assert len(off) == 3 and answers.count(200) > 5
+    assert len(off) == 4 and answers.count(200) > 5
     assert strip(on) == strip(off) == strip(failing) == strip(with_web)

@@ -23,7 +23,7 @@ nav{background:#243;padding:.5em 1em}nav a{color:#fff;margin-right:1.5em;text-de
 nav a.here{font-weight:bold;text-decoration:underline}main{padding:1em}
 table{border-collapse:collapse;background:#fff}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}
 .warn{color:#a30}.box{background:#fff;padding:.6em 1em;margin:0 0 1em 0;display:inline-block;vertical-align:top}
-.grid{display:flex;flex-wrap:wrap;gap:.8em}.card{background:#fff;padding:.5em;border:3px solid #fff;width:340px}
+.grid{display:flex;flex-wrap:wrap;gap:.8em}.card{background:#fff;padding:.5em;border:3px solid #fff;width:500px}
 .card.current{border-color:#2a6}.card img{width:160px;height:120px;object-fit:cover;margin:1px}
 .card button{margin:2px}.small{font-size:.85em;color:#555}#message{min-height:1.4em;font-weight:bold}
 """

@@ -20,10 +20,11 @@ def colour_of(names: list[str]) -> dict[str, str]:
 
 
 def _nice_max(value: float) -> float:
-    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
-        if value <= step:
-            return float(step)
-    return float(value)
+    """The smallest round top of the axis (four whole gridline steps) at or above ``value``."""
+    for top in (4, 8, 12, 20, 40, 60, 100, 200, 400, 600, 1000, 2000, 4000, 6000, 10000):
+        if value <= top:
+            return float(top)
+    return float(-(-value // 4000) * 4000)
 
 
 def _frame(title: str, y_max: float, y_label: str) -> list[str]:

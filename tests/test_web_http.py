@@ -1,0 +1,156 @@
+"""`waste-sorter web` over plain HTTP: a cross-site post without the token is refused; bad input
+(unknown ids, a label that is not a class, paths outside the capture folder, oversize
+requests, a foreign Host) gets a 4xx with one line; the server survives them and a client that
+goes away mid-image. The browser's view of the pages is tests/test_web_browser.py."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import struct
+
+import pytest
+
+from device.capture_store import read_labels
+from device.cli import main as cli_main
+from device.web.server import MAX_BODY_BYTES, WebServer
+from device.web.sources import Sources
+from helpers import colour_scene, sort_scene
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web-http")
+    paths = colour_scene(root, rounds=1)
+    status = root / "run" / "status.json"
+    sort_scene(paths, root / "sort.jsonl", "--status-file", str(status))
+    sources = Sources(status_file=status, log_path=root / "sort.jsonl", capture_dir=paths["caps"])
+    with WebServer(("127.0.0.1", 0), sources).start() as server:
+        yield server, paths
+
+
+def request(server, method, target, *, body=None, headers=None, host="localhost"):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", f"{host}:{server.server_address[1]}")
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        data = body.encode() if isinstance(body, str) else body
+        if data is not None and "Content-Length" not in (headers or {}):
+            conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data)
+        answer = conn.getresponse()
+        return answer.status, answer.read(), answer.getheader("Set-Cookie") or ""
+    finally:
+        conn.close()
+
+
+def session(server) -> tuple[str, str]:
+    """A browser's first look at the label page: (its cookie, the page's token)."""
+    status, page, cookie = request(server, "GET", "/label")
+    assert status == 200 and "SameSite=Strict" in cookie and "HttpOnly" in cookie
+    token = page.decode().split('name="csrf-token" content="')[1].split('"')[0]
+    return cookie.split(";")[0], token
+
+
+def one_line(body: bytes) -> str:
+    text = body.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    return text.strip()
+
+
+def test_a_cross_site_post_without_the_token_is_refused(site):
+    server, paths = site
+    form = "id=1&label=glass"
+    form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"}
+    cookie, token = session(server)
+    refused = [
+        request(server, "POST", "/api/label", body=form, headers=form_headers),  # no cookie, no token
+        request(server, "POST", "/api/label", body=form, headers={**form_headers, "Cookie": cookie}),  # no token
+        request(server, "POST", "/api/label", body=form + "&csrf=" + "0" * 64,
+                headers={**form_headers, "Cookie": cookie}),  # a guessed token
+        request(server, "POST", "/api/label", body=form,
+                headers={**form_headers, "Cookie": "ws_session=" + "a" * 32, "X-CSRF-Token": token}),  # another's
+    ]
+    for status, body, _ in refused:
+        assert status == 403 and one_line(body).startswith("refused:")
+    assert read_labels(paths["caps"]) == {}
+    status, body, _ = request(server, "POST", "/api/label", body=form,
+                              headers={**form_headers, "Cookie": cookie, "X-CSRF-Token": token})
+    assert status == 200 and json.loads(body) == {"id": 1, "label": "glass", "left": 3}
+    status, body, _ = request(server, "POST", "/api/undo", body="", headers={"Cookie": cookie, "X-CSRF-Token": token})
+    assert status == 200 and json.loads(body)["label"] is None
+    assert read_labels(paths["caps"]) == {}
+
+
+@pytest.mark.parametrize("method, target, body, expected", [
+    ("POST", "/api/label", "id=999&label=glass", 404),  # an unknown capture
+    ("POST", "/api/label", "id=1x&label=glass", 400),  # not an id
+    ("POST", "/api/label", "id=1&label=banana", 400),  # not a class
+    ("POST", "/api/label", "id=1&label=.hidden", 400),
+    ("POST", "/api/label", "id=1&label=%2e%2e%2fx", 400),
+    ("POST", "/api/undo", "", 400),  # nothing to undo in this session
+    ("POST", "/api/nothing", "", 404),
+    ("GET", "/captures/../../etc/passwd", None, 404),  # outside the capture folder
+    ("GET", "/captures/..%2F..%2Fetc%2Fpasswd", None, 404),
+    ("GET", "/captures/%2e%2e/sort.jsonl", None, 404),
+    ("GET", "/captures/1.json", None, 404),  # inside it, but not a frame
+    ("GET", "/captures/labels.json", None, 404),
+    ("GET", "/captures/99-1.jpg", None, 404),  # a frame that is not there
+    ("GET", "/no-such-page", None, 404),
+    ("GET", "/now?" + "x" * 3000, None, 414),
+    ("DELETE", "/api/label", None, 405),
+])
+def test_bad_input_gets_a_4xx_with_one_line(site, method, target, body, expected):
+    server, paths = site
+    cookie, token = session(server)
+    headers = {"Cookie": cookie, "X-CSRF-Token": token} if method == "POST" else {}
+    status, answer, _ = request(server, method, target, body=body, headers=headers)
+    assert status == expected, answer
+    assert one_line(answer)
+    assert request(server, "GET", "/now")[0] == 200  # still serving
+    assert read_labels(paths["caps"]) == {}
+
+
+def test_oversize_posts_missing_lengths_and_foreign_hosts_are_refused(site):
+    server, _ = site
+    cookie, token = session(server)
+    headers = {"Cookie": cookie, "X-CSRF-Token": token}
+    status, body, _ = request(server, "POST", "/api/label", body=b"",
+                              headers={**headers, "Content-Length": str(10 * MAX_BODY_BYTES)})
+    assert status == 413 and one_line(body)
+    status, body, _ = request(server, "POST", "/api/label", headers=headers)  # no body, no length
+    assert status == 411 and one_line(body)
+    status, body, _ = request(server, "GET", "/now", host="evil.example")  # DNS rebinding
+    assert status == 421 and one_line(body)
+    assert request(server, "GET", "/now", host="127.0.0.1")[0] == 200
+
+
+def test_a_client_that_goes_away_mid_image_ends_only_its_own_request(site, caplog):
+    server, paths = site
+    big = server.sources.frame_file
+    saved = big.read_bytes()
+    big.write_bytes(saved + b"\0" * 3_000_000)  # larger than the sockets' buffers
+    try:
+        with caplog.at_level(logging.DEBUG, logger="device.web.server"):
+            for _ in range(3):
+                sock = socket.create_connection(server.server_address[:2], timeout=5)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(b"GET /frame.jpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.0 200")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+                sock.close()
+            status, body, _ = request(server, "GET", "/frame.jpg")
+        assert status == 200 and len(body) == len(saved) + 3_000_000
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r for r in caplog.records if "went away mid-answer" in r.getMessage()]
+    finally:
+        big.write_bytes(saved)
+
+
+def test_web_refuses_a_port_out_of_range(capsys):
+    assert cli_main(["web", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
