@@ -23,6 +23,8 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 		apt-get install -y -qq systemd >/dev/null; } || echo "note: systemd-analyze missing (unit checks)"
 	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		apt-get install -y -qq chromium chromium-driver >/dev/null; } || echo "note: chromium missing (web page tests)"
+	@{ [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/mosquitto_passwd ]; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; } || echo "note: mosquitto missing (MQTT tests)"
 	touch $@ $(VENV)/.device
 
 demo: $(VENV)/.device
