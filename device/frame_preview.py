@@ -89,7 +89,7 @@ class FramePreview:
             region = _changed_box(image, presence)
         h, w = image.shape[:2]
         scale = self.width_px / w
-        small = cv2.resize(image, (self.width_px, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(image, (self.width_px, max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         colour = ACCEPTED_RGB if verdict.accepted else REJECTED_RGB
         colour_bgr = colour[::-1]

@@ -50,7 +50,7 @@ def test_the_presence_region_and_the_verdict_are_drawn():
     accepted = cv2.imdecode(np.frombuffer(preview.render(item, ACCEPTED, presence, "settled"), np.uint8), 1)
     rejected = cv2.imdecode(np.frombuffer(preview.render(item, GateVerdict(False, "glare", None), presence,
                                                          "occupied"), np.uint8), 1)
-    plain = cv2.resize(cv2.cvtColor(item, cv2.COLOR_RGB2BGR), (320, 240), interpolation=cv2.INTER_AREA)
+    plain = cv2.resize(cv2.cvtColor(item, cv2.COLOR_RGB2BGR), (320, 240), interpolation=cv2.INTER_LINEAR)
     for drawn, channel in ((accepted, 1), (rejected, 2)):  # BGR: a green box, a red box
         changed = np.abs(drawn.astype(int) - plain.astype(int)).max(axis=2) > 60
         changed[:20] = False  # the banner
