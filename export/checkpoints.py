@@ -19,7 +19,7 @@ RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size",
                "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
                "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
                "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "camera_prob",
-               "textured_board_prob", "replay_per_class", "teacher_view")
+               "textured_board_prob", "replay_per_class", "teacher_view", "label_map")
 
 
 #: What a checkpoint written before --flatfield, --relight-prob, --camera-prob,

@@ -23,26 +23,29 @@ from tqdm import tqdm
 
 from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
 from device.gamma import GAMMA
-from device.scenes.relight import random_condition, relight, textured_board
+from device.scenes.relight import frame_shaped, random_condition, relight, textured_board
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
 
 
 def load_cached(items: list[tuple[Path, int]], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 N x 3 x H x W images at CACHE_SIZE and int64 labels."""
+    """uint8 N x 3 x H x W images at CACHE_SIZE and int64 labels; a photo of another shape is
+    laid on a 4:3 board first (:func:`device.scenes.relight.frame_shaped`), not stretched."""
     import cv2
 
     images = np.empty((len(items), CACHE_SIZE[1], CACHE_SIZE[0], 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tqdm(items, desc=desc, leave=False)):
-        images[i] = cv2.resize(read_rgb(str(path)), CACHE_SIZE, interpolation=cv2.INTER_AREA)
+        images[i] = cv2.resize(frame_shaped(read_rgb(str(path))), CACHE_SIZE, interpolation=cv2.INTER_AREA)
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
 
 def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 N x 3 x H x W inputs exactly as the device would build them, and labels."""
-    inputs = np.stack([preprocess(read_rgb(str(p)), contract) for p, _ in tqdm(items, desc=desc, leave=False)])
+    """float32 N x 3 x H x W inputs exactly as the device would build them (from a 4:3 frame:
+    a photo of another shape laid on a board, as :func:`load_cached`), and labels."""
+    inputs = np.stack([preprocess(frame_shaped(read_rgb(str(p))), contract)
+                       for p, _ in tqdm(items, desc=desc, leave=False)])
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(inputs), labels
 
@@ -152,14 +155,23 @@ class BatchAugment:
         return (x - self.mean) / self.std
 
 
+def mix_pairs(prob: float, n: int) -> tuple[float, torch.Tensor] | None:
+    """With probability ``prob``, the weight and partners of a mixup of a batch of ``n``
+    (each sample ``lam * x + (1 - lam) * x[perm]``); None: no mixing."""
+    if prob <= 0 or torch.rand(()) >= prob:
+        return None
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    return lam, torch.randperm(n)
+
+
 def mixup(x: torch.Tensor, targets: torch.Tensor, prob: float,
           photos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Mix pairs in a batch with probability ``prob``; ``targets`` are one-hot / soft labels;
     ``photos`` (the batch's other view, or None) mixed by the same pairs and weight."""
-    if prob <= 0 or torch.rand(()) >= prob:
+    pairs = mix_pairs(prob, x.shape[0])
+    if pairs is None:
         return x, targets, photos
-    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
-    perm = torch.randperm(x.shape[0])
+    lam, perm = pairs
 
     def mix(t):
         return None if t is None else lam * t + (1 - lam) * t[perm]

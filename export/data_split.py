@@ -22,7 +22,8 @@ from pathlib import Path
 from device.atomic import write_bytes
 from device.errors import DataError
 from device.safe_open import exists_entry, show_path
-from export.split import SUBSETS, Split, folder_manifests, make_split, read_manifest, split_from_body
+from export.split import (SUBSETS, Split, folder_manifests, make_split, read_manifest, split_from_body,
+                          with_label_map)
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,31 @@ class DataSplit:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        if len(self.folders) == 1:
+        if len(self.folders) == 1 and not self.folders[0].label_map:
             return self.folders[0].classes  # as its manifest has them
-        return tuple(sorted({c for s in self.folders for c in s.classes}))
+        return tuple(sorted({c for s in self.folders for folder in s.classes for c in s.allowed(folder)}))
+
+    @property
+    def targets(self) -> tuple[tuple[int, ...], ...]:
+        """What a label index stands for: the classes a photo of that label may be. The first
+        ``len(classes)`` are the classes themselves; after them come the set-valued labels of
+        ``--label-map`` (``paper-or-cardboard``: cardboard or paper), in order."""
+        sets = sorted({self._classes_of(s, folder) for s in self.folders for folder in s.classes} -
+                      {(k,) for k in range(len(self.classes))})
+        return tuple((k,) for k in range(len(self.classes))) + tuple(sets)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """A name per :attr:`targets`: the class, or the first class folder given that set."""
+        first = {}
+        for s in self.folders:
+            for folder in s.classes:
+                first.setdefault(self._classes_of(s, folder), folder)
+        return tuple(self.classes) + tuple(first[t] for t in self.targets[len(self.classes):])
+
+    def _classes_of(self, split: Split, folder: str) -> tuple[int, ...]:
+        position = {name: i for i, name in enumerate(self.classes)}
+        return tuple(sorted(position[c] for c in split.allowed(folder)))
 
     @property
     def sha256(self) -> str:
@@ -42,10 +65,12 @@ class DataSplit:
         return hashlib.sha256(json.dumps([s.sha256 for s in self.folders]).encode()).hexdigest()
 
     def folder_paths(self, index: int, subset: str) -> list[tuple[Path, int]]:
-        """One folder's photos of ``subset``, with class indices into :attr:`classes`."""
+        """One folder's photos of ``subset``, with label indices into :attr:`targets` (a class
+        index into :attr:`classes` where the label is one class)."""
         split = self.folders[index]
-        position = {name: i for i, name in enumerate(self.classes)}
-        return [(path, position[split.classes[label]]) for path, label in split.paths(subset)]
+        target = {t: i for i, t in enumerate(self.targets)}
+        of_folder = [target[self._classes_of(split, folder)] for folder in split.classes]
+        return [(path, of_folder[label]) for path, label in split.paths(subset)]
 
     def paths(self, subset: str) -> list[tuple[Path, int]]:
         return [item for i in range(len(self.folders)) for item in self.folder_paths(i, subset)]
@@ -112,25 +137,32 @@ def data_split_from_manifest(raw: dict, path: Path, roots: list[Path]) -> DataSp
 
 
 def split_for_training(path: Path, out_path: Path, roots: list[Path], *, val_frac: float, test_frac: float,
-                       seed: int) -> DataSplit:
+                       seed: int, label_map: dict[str, tuple[str, ...]] | None = None) -> DataSplit:
     """The split ``train`` uses. The manifest at ``path`` when it exists: one of as many folders
     is used as it is; a one-folder manifest with several folders is the first folder's (the
     others are split afresh: capture exports by item). Without one, every folder is split afresh
     and the manifest saved at ``path``. The split used is always saved at ``out_path`` too,
-    which ``export`` and ``quantize`` then take."""
+    which ``export`` and ``quantize`` then take. ``label_map`` (``train --label-map``) is
+    recorded in each folder's manifest; a manifest that records another one is refused."""
     path, out_path, roots = Path(path), Path(out_path), [Path(r) for r in roots]
+    mapping = label_map or {}
+
+    def fresh(root: Path) -> Split:
+        return with_label_map(make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed), mapping)
+
     if exists_entry(path):
         raw = read_manifest(path)
         as_is = "folders" in raw or len(roots) == 1  # the manifest at path is the whole split
         if as_is:
             split = data_split_from_manifest(raw, path, roots)
         else:
-            split = DataSplit((split_from_body(raw, roots[0], path),
-                               *[make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed)
-                                 for root in roots[1:]]))
+            split = DataSplit((split_from_body(raw, roots[0], path), *[fresh(root) for root in roots[1:]]))
+        for folder in split.folders:
+            if label_map is not None and with_label_map(folder, mapping).label_map != folder.label_map:
+                raise DataError(f"{show_path(path)}: the split of {folder.root} records the label map "
+                                f"{folder.label_map or 'none'}, not --label-map's {mapping or 'none'}")
     else:
-        split = DataSplit(tuple(make_split(root, val_frac=val_frac, test_frac=test_frac, seed=seed)
-                                for root in roots))
+        split = DataSplit(tuple(fresh(root) for root in roots))
         split.save(path)
         as_is = True
     if not (as_is and out_path.resolve() == path.resolve()):

@@ -75,31 +75,47 @@ def main(args) -> int:
     conditions = relight_names(args.relight)
     classifier = Classifier(args.model, threads=args.threads)
     lists = photo_lists(args.data, classifier.classes, args.split, args.subset)
-    items = [item for folder in lists for item in folder]
+    items = [item for folder in lists.folders for item in folder]
     shown = ", ".join(map(str, args.data))
     if not items:
         raise DataError(f"{shown}: no photos to evaluate")
-    per_folder = [evaluate(classifier, folder) for folder in lists]
+    per_folder = [evaluate(classifier, folder, label_sets=lists.label_sets) for folder in lists.folders]
     result = merge(per_folder)
     if not len(result.labels):
         raise DataError(f"{shown}: none of the {len(items)} photos could be read")
     folders = folder_summaries(args.data, per_folder)
-    relit = {name: evaluate(classifier, items, condition=name) for name in conditions}
+    relit_per_folder = [{name: evaluate(classifier, folder, condition=name, label_sets=lists.label_sets)
+                         for name in conditions} for folder in lists.folders]
+    relit = {name: merge([r[name] for r in relit_per_folder]) for name in conditions}
+    several = len(args.data) > 1
     if args.json:
         extra = {"relit": {name: relit_summary(e, result) for name, e in relit.items()}} if relit else {}
+        for summary, photo, folder_relit in zip(folders["folders"], per_folder, relit_per_folder):
+            if folder_relit:
+                summary["relit"] = {name: relit_summary(e, photo) for name, e in folder_relit.items()}
         print(json.dumps({**result.summary(), "model": str(classifier.path),
                           "model_sha256": classifier.sha256, **folders, **extra}))
     else:
         print(format_report(result))
-        if len(args.data) > 1 or folders["device_photos"] is not None:
+        if several or folders["device_photos"] is not None:
             print("\n" + format_folders(folders))
         if relit:
             print("\n" + format_conditions(result, relit))
+        if several:  # each source apart: a figure on one photo set is not the others'
+            for root, photo, folder_relit in zip(args.data, per_folder, relit_per_folder):
+                print(f"\n== {root}\n" + format_report(photo))
+                if folder_relit:
+                    print("\n" + format_conditions(photo, folder_relit))
     if args.out_dir:
         try:
-            for condition, e in {None: result, **relit}.items():
-                for path in write_plots(e, args.out_dir, condition):
-                    log.info("wrote %s", path)
+            plots = [(None, "", result, relit)]
+            if several:
+                plots += [(root, f"{Path(root).name}_", photo, folder_relit)
+                          for root, photo, folder_relit in zip(args.data, per_folder, relit_per_folder)]
+            for _, prefix, photo, conditions_of in plots:
+                for condition, e in {None: photo, **conditions_of}.items():
+                    for path in write_plots(e, args.out_dir, condition, prefix):
+                        log.info("wrote %s", path)
         except (OSError, DataError) as exc:  # printed already: a lost PNG (or photo on it) is only a warning
             log.warning("could not write the PNGs to %s (%s)", args.out_dir, exc)
     return 0

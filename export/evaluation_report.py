@@ -55,14 +55,17 @@ def format_conditions(photo: Evaluation, relit: dict[str, Evaluation]) -> str:
 
 def format_report(e: Evaluation) -> str:
     s = e.summary()
-    width = max(len(c) for c in e.classes)
+    width = max(len(c) for c in e.label_names)
     lines = [f"accuracy {100 * s['accuracy']:.2f}% on {s['n']} photos", "",
              f"{'class':<{width}}  precision  recall     n"]
     for name, m in s["per_class"].items():
         lines.append(f"{name:<{width}}  {100 * m['precision']:8.1f}%  {100 * m['recall']:5.1f}%  {m['n']:4d}")
+    for (name, allowed), m in zip(e.label_sets, s.get("per_label_set", {}).values()):
+        either = " or ".join(e.classes[i] for i in allowed)
+        lines.append(f"{name:<{width}}  {'':>9}  {100 * m['recall']:5.1f}%  {m['n']:4d}  (right as {either})")
     lines += ["", "confusion (rows: true, columns: predicted)",
               " " * (width + 2) + " ".join(f"{c[:6]:>6}" for c in e.classes)]
-    for name, row in zip(e.classes, e.confusion):
+    for name, row in zip(e.label_names, e.confusion):
         lines.append(f"{name:<{width}}  " + " ".join(f"{v:6d}" for v in row))
     if e.skipped:
         shown = ", ".join(e.skipped[:5]) + (f" and {len(e.skipped) - 5} more" if len(e.skipped) > 5 else "")
@@ -70,9 +73,9 @@ def format_report(e: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None) -> list[Path]:
+def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None, prefix: str = "") -> list[Path]:
     """confusion.png and most_confused.png (``_NAME`` added for a relit condition, whose photos
-    are shown relit)."""
+    are shown relit; ``prefix`` before the names: one data folder's)."""
     try:
         import matplotlib
 
@@ -82,11 +85,11 @@ def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None) -> l
         log.warning("matplotlib is not installed: no PNGs written (pip install matplotlib)")
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = plt.subplots(figsize=(6, 5 + 0.4 * len(e.label_sets)))
     c = e.confusion
     ax.imshow(c, cmap="Blues")
-    ax.set(xticks=range(len(e.classes)), yticks=range(len(e.classes)), xticklabels=e.classes,
-           yticklabels=e.classes, xlabel="predicted", ylabel="true",
+    ax.set(xticks=range(len(e.classes)), yticks=range(len(e.label_names)), xticklabels=e.classes,
+           yticklabels=e.label_names, xlabel="predicted", ylabel="true",
            title=f"accuracy {100 * e.summary()['accuracy']:.1f}% (n={int(c.sum())})")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     for (i, j), v in np.ndenumerate(c):
@@ -95,7 +98,7 @@ def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None) -> l
     suffix = f"_{condition}" if condition else ""
     if condition:
         ax.set_title(f"{condition}: {ax.get_title()}")
-    paths = [out_dir / f"confusion{suffix}.png"]
+    paths = [out_dir / f"{prefix}confusion{suffix}.png"]
     fig.savefig(paths[0], dpi=120)
     plt.close(fig)
     wrong = e.most_confused(16)
@@ -110,7 +113,7 @@ def write_plots(e: Evaluation, out_dir: Path, condition: str | None = None) -> l
             ax.axis("off")
         fig.suptitle("most confidently wrong")
         fig.tight_layout()
-        paths.append(out_dir / f"most_confused{suffix}.png")
+        paths.append(out_dir / f"{prefix}most_confused{suffix}.png")
         fig.savefig(paths[1], dpi=100)
         plt.close(fig)
     return paths

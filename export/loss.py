@@ -16,13 +16,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from export.data import mixup, resize_batch
+from export.data import mix_pairs, resize_batch
 from export.models import forward_features
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
     targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def label_set_loss(logits: torch.Tensor, allowed: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy on the summed probability of the classes each label allows (``allowed``:
+    N x classes, 1 where the class is right: one class, or a set-valued label such as
+    paper-or-cardboard), label-smoothed. For one class per label it is
+    :func:`soft_cross_entropy` of the one-hot labels."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p_allowed = torch.logsumexp(log_p.masked_fill(allowed <= 0, float("-inf")), dim=1)
+    return (-(1 - smoothing) * log_p_allowed - smoothing * log_p.mean(1)).mean()
 
 
 @torch.no_grad()
@@ -37,17 +47,25 @@ def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torc
     return torch.stack(probs).mean(0), torch.cat(features, 1)
 
 
-def compute_loss(model, projector, teachers, images, labels, size_hw, augment, args, device):
+def compute_loss(model, projector, teachers, images, allowed, size_hw, augment, args, device):
+    """The loss of one batch: ``images`` cached uint8, ``allowed`` N x classes (1 where a class
+    is right for the photo: :attr:`export.data_split.DataSplit.targets`)."""
     photo_view = bool(teachers) and args.teacher_view == "photo"
     x, x_photo = augment.views(images, with_photo=photo_view)
-    y = F.one_hot(labels, num_classes=args.num_classes).float()
-    x, y, x_photo = mixup(x, y, args.mixup, x_photo)
+    pairs = mix_pairs(args.mixup, len(x))
+    if pairs is not None:
+        lam, perm = pairs
+        x = lam * x + (1 - lam) * x[perm]
+        x_photo = None if x_photo is None else lam * x_photo + (1 - lam) * x_photo[perm]
     x = x.to(device, memory_format=torch.channels_last)
     x_teacher = x if x_photo is None else x_photo.to(device, memory_format=torch.channels_last)
-    y = y.to(device)
+    allowed = allowed.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
         logits, features = forward_features(model, resize_batch(x, size_hw))
-        loss = (1 - args.kd_weight if teachers else 1.0) * soft_cross_entropy(logits, y, args.label_smoothing)
+        ce = label_set_loss(logits, allowed, args.label_smoothing)
+        if pairs is not None:
+            ce = lam * ce + (1 - lam) * label_set_loss(logits, allowed[perm.to(device)], args.label_smoothing)
+        loss = (1 - args.kd_weight if teachers else 1.0) * ce
         if teachers:
             t = args.kd_temperature
             t_probs, t_features = teacher_targets(teachers, x_teacher, t)

@@ -32,7 +32,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from device.classifier import Classifier
 from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
 from device.errors import DataError, ModelError
-from device.scenes.relight import random_condition, relight
+from device.scenes.relight import frame_shaped, random_condition, relight
 from export.evaluate import relight_names
 from export.evaluation import evaluate
 from export.package import save_model
@@ -67,7 +67,7 @@ class PhotoReader(CalibrationDataReader):
         rng = np.random.default_rng(seed)
 
         def photo(i: int, path: Path) -> np.ndarray:
-            rgb = read_rgb(str(path))
+            rgb = frame_shaped(read_rgb(str(path)))
             return relight(rgb, random_condition(rng)) if i % 2 else rgb
 
         self._inputs = iter(preprocess(photo(i, p), classifier.contract)[None] for i, p in enumerate(paths))
@@ -112,10 +112,12 @@ def fp32_ops_after_optimisation(path: Path) -> dict[str, int]:
     return {op: counts[op] for op in FLOAT_COMPUTE_OPS if counts[op]}
 
 
-def accuracy(classifier: Classifier, items: list[tuple[Path, int]], condition: str | None = None) -> float:
-    """Accuracy on every listed photo (relit under ``condition`` if one is named): the split's
-    photos must all be readable."""
-    result = evaluate(classifier, items, condition=condition)
+def accuracy(classifier: Classifier, items: list[tuple[Path, int]], condition: str | None = None,
+             label_sets: tuple = ()) -> float:
+    """Accuracy on every listed photo (relit under ``condition`` if one is named; labels beyond
+    the classes are ``label_sets``, as :attr:`export.evaluation.Evaluation.label_sets`): the
+    split's photos must all be readable."""
+    result = evaluate(classifier, items, condition=condition, label_sets=label_sets)
     if result.skipped:
         raise DataError(f"{result.skipped[0]}: unreadable photo in the split "
                         f"({len(result.skipped)} in all); accuracy would not cover the whole test split")
@@ -131,7 +133,9 @@ def main(args) -> int:
     calibration = [p for p, _ in train[::step][:args.calibration_photos]]
     model = quantize_int8(args.model, calibration, fp32, args.method)
     test = split.paths("test") or split.paths("val")
-    report = measure(args, model, fp32, split.sha256, test, conditions, len(calibration))
+    k = len(split.classes)
+    label_sets = tuple(zip(split.target_names[k:], split.targets[k:]))
+    report = measure(args, model, fp32, split.sha256, test, conditions, len(calibration), label_sets)
     worst, drop_points = print_figures(report, len(test), conditions)
     if args.report:
         args.report.write_text(json.dumps(report, indent=1) + "\n")
@@ -171,19 +175,19 @@ def quantize_int8(model_path: Path, calibration: list[Path], fp32: Classifier, m
 
 
 def measure(args, model: onnx.ModelProto, fp32: Classifier, split_sha256: str, test: list[tuple[Path, int]],
-            conditions: list[str], calibration_photos: int) -> dict:
+            conditions: list[str], calibration_photos: int, label_sets: tuple = ()) -> dict:
     """The report: the fp32 model's recorded metrics, then both models' accuracy on the test
     photos (as they are and relit), sizes, latency and the float ops left in the int8 model
     (saved to a temporary file to be measured as the device would load it)."""
     metrics = json.loads(fp32.metadata.get(KEY_METRICS, "{}"))
-    metrics.update({"test_n": len(test), "test_acc_fp32": accuracy(fp32, test),
-                    "relit_acc_fp32": {c: accuracy(fp32, test, c) for c in conditions}})
+    metrics.update({"test_n": len(test), "test_acc_fp32": accuracy(fp32, test, label_sets=label_sets),
+                    "relit_acc_fp32": {c: accuracy(fp32, test, c, label_sets) for c in conditions}})
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / args.out.name
         save_model(model, candidate, fp32.contract, split_sha256=split_sha256)
         int8 = Classifier(candidate, threads=2)
-        metrics["test_acc_int8"] = accuracy(int8, test)
-        metrics["relit_acc_int8"] = {c: accuracy(int8, test, c) for c in conditions}
+        metrics["test_acc_int8"] = accuracy(int8, test, label_sets=label_sets)
+        metrics["relit_acc_int8"] = {c: accuracy(int8, test, c, label_sets) for c in conditions}
         return {
             **metrics,
             "fp32_bytes": args.model.stat().st_size, "int8_bytes": candidate.stat().st_size,

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,18 @@ class Split:
     files: dict[str, tuple[tuple[str, int], ...]]  # subset -> ((relative path, class index), ...)
     seed: int
     method: str = "shuffle"  # "shuffle": per class with the seed; "item": device photos by capture
+    #: folder -> the model classes its photos may be (``train --label-map``): a set-valued label
+    #: (``paper-or-cardboard``: either) or another name (``other-wood``: trash); empty: each
+    #: folder is the class of its name.
+    label_map: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(_canonical(self.classes, self.files).encode()).hexdigest()
+        return hashlib.sha256(_canonical(self.classes, self.files, self.label_map).encode()).hexdigest()
+
+    def allowed(self, folder: str) -> tuple[str, ...]:
+        """The model classes a photo of class folder ``folder`` may be."""
+        return self.label_map.get(folder, (folder,))
 
     def paths(self, subset: str) -> list[tuple[Path, int]]:
         return [(self.root / rel, label) for rel, label in self.files[subset]]
@@ -61,6 +69,7 @@ class Split:
             "seed": self.seed,
             "method": self.method,
             "sha256": self.sha256,
+            **({"label_map": {k: list(v) for k, v in self.label_map.items()}} if self.label_map else {}),
             **{s: [[rel, label] for rel, label in self.files[s]] for s in SUBSETS},
         }
 
@@ -69,9 +78,10 @@ class Split:
         write_bytes(path, json.dumps(self.body(), indent=1).encode())
 
 
-def _canonical(classes, files) -> str:
+def _canonical(classes, files, label_map=None) -> str:
+    mapped = {"label_map": {k: list(v) for k, v in label_map.items()}} if label_map else {}  # older hashes kept
     return json.dumps(
-        {"classes": list(classes), **{s: [list(f) for f in files[s]] for s in SUBSETS}},
+        {"classes": list(classes), **mapped, **{s: [list(f) for f in files[s]] for s in SUBSETS}},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -128,6 +138,27 @@ def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> S
         files["train"] += [(p, label) for p in photos[n_test + n_val :]]
     frozen = {s: tuple(sorted(files[s])) for s in SUBSETS}
     return Split(root=root, classes=classes, files=frozen, seed=seed)
+
+
+def parse_label_map(entries: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """``--label-map FOLDER=CLASS[,CLASS...]`` options as {folder: classes}; a UsageError
+    naming a malformed one."""
+    from device.errors import UsageError
+
+    mapping: dict[str, tuple[str, ...]] = {}
+    for entry in entries or ():
+        folder, sep, classes = entry.partition("=")
+        names = tuple(c.strip() for c in classes.split(",") if c.strip())
+        if not sep or not folder.strip() or not names or len(set(names)) != len(names):
+            raise UsageError(f"--label-map {entry!r}: expected FOLDER=CLASS or FOLDER=CLASS,CLASS "
+                             "(e.g. paper-or-cardboard=cardboard,paper)")
+        mapping[folder.strip()] = tuple(sorted(names))
+    return mapping
+
+
+def with_label_map(split: Split, mapping: dict[str, tuple[str, ...]]) -> Split:
+    """The split with the entries of ``mapping`` that name one of its class folders."""
+    return replace(split, label_map={k: v for k, v in mapping.items() if k in split.classes})
 
 
 def item_key(rel: str) -> str:
@@ -218,7 +249,13 @@ def split_from_body(raw: dict[str, Any], root: Path, path: Path) -> Split:
     method = raw.get("method", "shuffle")
     if method not in METHODS:
         raise bad("method", f"expected one of {', '.join(METHODS)}, got {short(method)}")
-    split = Split(root=Path(root), classes=tuple(classes), files=files, seed=raw["seed"], method=method)
+    label_map = raw.get("label_map", {})
+    if not (isinstance(label_map, dict) and all(
+            k in classes and isinstance(v, list) and v and all(isinstance(c, str) for c in v)
+            for k, v in label_map.items())):
+        raise bad("label_map", f"expected {{class folder: [model class, ...]}}, got {short(label_map)}")
+    split = Split(root=Path(root), classes=tuple(classes), files=files, seed=raw["seed"], method=method,
+                  label_map={k: tuple(v) for k, v in label_map.items()})
     if raw.get("sha256") != split.sha256:
         raise DataError(f"{show_path(path)}: split manifest hash does not match its file lists")
     missing = [rel for s in SUBSETS for rel, _ in files[s] if not (Path(root) / rel).is_file()]

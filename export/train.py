@@ -40,6 +40,7 @@ from device.errors import DataError, UsageError
 from export.checkpoints import checkpoint_state, resume, resume_mismatches
 from export.data import BatchAugment, load_cached, load_eval
 from export.data_split import split_for_training
+from export.split import parse_label_map, scan_image_folder
 from export.loss import compute_loss, teacher_targets  # noqa: F401 (teacher_targets: tests take it from here)
 from export.lr_find import find_lr
 from export.models import ARCHS, build_model, feature_dim, load_checkpoint, load_teacher
@@ -61,6 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", required=True, type=Path, help="checkpoints, split, plots")
     p.add_argument("--split", type=Path, help="split manifest (default OUTPUT_DIR/split.json; made if missing); "
                                               "with several --data, that of all of them or of the first")
+    p.add_argument("--label-map", action="append", metavar="FOLDER=CLASS[,CLASS]",
+                   help="a class folder's photos are these classes (recorded in the split): one other name "
+                        "(other-wood=trash) or a set-valued label, the loss on the classes' summed probability "
+                        "(paper-or-cardboard=cardboard,paper); repeat per folder")
     p.add_argument("--val-frac", type=float, default=0.10)
     p.add_argument("--test-frac", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
@@ -152,7 +157,7 @@ def main(args) -> int:
                            relight_prob=args.relight_prob, camera_prob=args.camera_prob,
                            textured_prob=args.textured_board_prob)
     if args.find_lr:
-        find_lr(model, projector, teachers, data.images, data.labels, augment, optimizer, args, device, out,
+        find_lr(model, projector, teachers, data.images, data.allowed, augment, optimizer, args, device, out,
                 student_size(args, args.epochs))
         return 0
     # the schedule, the weights' EMA, and where a resumed run carries on
@@ -181,11 +186,34 @@ def training_split(args, out: Path, ckpt: dict | None, ckpt_path: Path):
     OUTPUT_DIR/split.json; on ``--resume``, the checkpoint's."""
     if args.replay_per_class is not None and args.replay_per_class < 1:
         raise UsageError(f"--replay-per-class {args.replay_per_class}: must be at least 1")
+    label_map = parse_label_map(args.label_map) if args.label_map else None
+    check_label_map(label_map or {}, args.data)  # before a split is written with it
     split = split_for_training(args.split or out / "split.json", out / "split.json", args.data,
-                               val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
+                               val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed,
+                               label_map=label_map)
     if ckpt is not None and ckpt["split_sha256"] != split.sha256:
         raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
     return split
+
+
+def check_label_map(label_map: dict[str, tuple[str, ...]], roots: list[Path]) -> None:
+    """A UsageError for a ``--label-map`` folder no data folder has, or a class no folder is."""
+    folders = {f for root in roots for f in scan_image_folder(Path(root), min_classes=1)[0]}
+    named = folders - set(label_map)
+    for folder, classes in label_map.items():
+        if folder not in folders:
+            raise UsageError(f"--label-map {folder}=...: no data folder has a class folder {folder!r}")
+        if unknown := [c for c in classes if c not in named]:
+            raise UsageError(f"--label-map {folder}={','.join(classes)}: {', '.join(unknown)} is no class folder "
+                             f"of the data (classes: {', '.join(sorted(named))})")
+
+
+def allowed_matrix(split, labels: torch.Tensor) -> torch.Tensor:
+    """N x classes float: 1 where a class is right for each label (:attr:`DataSplit.targets`)."""
+    table = torch.zeros(len(split.targets), len(split.classes))
+    for i, classes in enumerate(split.targets):
+        table[i, list(classes)] = 1.0
+    return table[labels]
 
 
 @dataclass(frozen=True)
@@ -196,9 +224,10 @@ class TrainingData:
     train_items: list[tuple[Path, int]]
     images: torch.Tensor
     labels: torch.Tensor
+    allowed: torch.Tensor  # N x classes: 1 where a class is right (a set-valued label has several)
     held_out: list[tuple[Path, int]]
     val_inputs: torch.Tensor | None
-    val_labels: torch.Tensor | None
+    val_allowed: torch.Tensor | None
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.images) // batch_size
@@ -219,8 +248,11 @@ def load_data(args, split, contract: ModelContract) -> TrainingData:
     val_inputs, val_labels = load_eval(held_out, contract, "decode val") if held_out else (None, None)
     if len(split.folders) > 1:
         print("\n".join(split.describe() + ["(the test photos of every folder are held out)"]))
+    if mapped := [f"{f} -> {' or '.join(s.allowed(f))}" for s in split.folders for f in s.label_map]:
+        print(f"label map: {'; '.join(mapped)}")
     print(f"{len(images)} train / {len(held_out)} val photos, classes {', '.join(split.classes)}")
-    return TrainingData(train_items, images, labels, held_out, val_inputs, val_labels)
+    return TrainingData(train_items, images, labels, allowed_matrix(split, labels), held_out, val_inputs,
+                        None if val_labels is None else allowed_matrix(split, val_labels))
 
 
 def build_student(args, data: TrainingData, contract: ModelContract, device: torch.device, *,
@@ -259,8 +291,8 @@ def train_one_epoch(model, projector, teachers, data: TrainingData, augment, opt
     bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs} {size_hw[1]}x{size_hw[0]}")
     for step in bar:
         idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
-        loss = compute_loss(model, projector, teachers, data.images[idx], data.labels[idx], size_hw, augment, args,
-                            device)
+        loss = compute_loss(model, projector, teachers, data.images[idx], data.allowed[idx], size_hw, augment,
+                            args, device)
         if not math.isfinite(loss.item()):
             raise DataError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
         optimizer.zero_grad(set_to_none=True)
@@ -278,20 +310,22 @@ def validate(model, ema, data: TrainingData, device, amp: bool) -> dict:
     """Accuracy on the validation photos, of the weights and of their EMA ({} without them)."""
     if data.val_inputs is None:
         return {}
-    record = {"val_acc": evaluate_accuracy(model, data.val_inputs, data.val_labels, device, amp)}
+    record = {"val_acc": evaluate_accuracy(model, data.val_inputs, data.val_allowed, device, amp)}
     if ema is not None:
-        record["val_acc_ema"] = evaluate_accuracy(ema.module, data.val_inputs, data.val_labels, device, amp)
+        record["val_acc_ema"] = evaluate_accuracy(ema.module, data.val_inputs, data.val_allowed, device, amp)
     return record
 
 
 @torch.no_grad()
-def evaluate_accuracy(model, inputs, labels, device, amp: bool) -> float:
+def evaluate_accuracy(model, inputs, allowed, device, amp: bool) -> float:
+    """Share of ``inputs`` whose top class is one ``allowed`` (N x classes) for it."""
     model.eval()
     correct = 0
     for start in range(0, len(inputs), 64):
         x = inputs[start:start + 64].to(device, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            correct += (model(x).argmax(1).cpu() == labels[start:start + 64]).sum().item()
+            predicted = model(x).argmax(1).cpu()
+        correct += allowed[start:start + 64].gather(1, predicted[:, None]).sum().item()
     return correct / max(1, len(inputs))
 
 

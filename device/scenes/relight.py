@@ -127,6 +127,29 @@ def relight(rgb: np.ndarray, condition: Condition, board: np.ndarray | None = No
     return light_up(albedo, condition.light, condition.level, condition.vignette)
 
 
+#: The camera's frame shape (width / height); a photo within FRAME_ASPECT_TOLERANCE of it is
+#: taken as it is by :func:`frame_shaped`.
+FRAME_ASPECT, FRAME_ASPECT_TOLERANCE = 4 / 3, 0.02
+
+
+def frame_shaped(rgb: np.ndarray) -> np.ndarray:
+    """A photo of another shape than the camera's 4:3 frame (a tall bottle, a square web photo)
+    with its item laid, at its size, in the middle of a 4:3 board of the photo's own background
+    (its fitted light divided out, the board at :data:`PHOTO_BOARD_ALBEDO`): what a camera
+    above a board would see, instead of the item stretched. A 4:3 photo is returned as it is."""
+    h, w = rgb.shape[:2]
+    if abs(w / h - FRAME_ASPECT) <= FRAME_ASPECT_TOLERANCE * FRAME_ASPECT:
+        return rgb
+    out_w, out_h = (w, round(w / FRAME_ASPECT)) if w / h > FRAME_ASPECT else (round(h * FRAME_ASPECT), h)
+    top, left = (out_h - h) // 2, (out_w - w) // 2
+    cut = cut_out(rgb)
+    reflectance = np.full((out_h, out_w, 3), PHOTO_BOARD_ALBEDO, np.float32)
+    background = np.ones((out_h, out_w), np.float32)
+    reflectance[top:top + h, left:left + w] = cut.reflectance
+    background[top:top + h, left:left + w] = cut.background
+    return to_uint8(lay_on_board(Cutout(reflectance, background), PHOTO_BOARD_ALBEDO))
+
+
 def random_condition(rng: np.random.Generator) -> Condition:
     """A board and light drawn for training: boards from dark grey to near white in any hue,
     light from candle-warm to cool daylight, dim to bright, with or without vignetting."""
