@@ -87,6 +87,7 @@ class Sorter:
         self.summary = RunSummary()
         self.state = "starting"
         self._stop_signal: int | None = None
+        self.source_ended = False  # a finite source gave its last frame (not a signal, --max-items)
         self._reload_requested = False
         self._item: ItemFrames | None = None
         self._last_t = 0.0
@@ -193,6 +194,7 @@ class Sorter:
             return None
         if frame is None:
             log.info("end of source")
+            self.source_ended = True
             self.finish("source ended")
         return frame
 

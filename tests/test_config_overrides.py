@@ -194,3 +194,15 @@ def test_the_demo_config_loads_with_the_default_bins_and_their_lights():
         {"paper": 20, "glass": 21, "containers": 22, "landfill": 23}
     assert {name: b.angle_deg for name, b in config.bins.items()} == \
         {name: b.angle_deg for name, b in Config().bins.items()}
+
+
+@pytest.mark.parametrize("value", ["hall 2", "a/b", "x" * 65])
+def test_a_device_id_is_a_plain_name(value):
+    with pytest.raises(ConfigError, match=r"^device\.id: invalid value"):
+        parse_config({"device": {"id": value}})
+
+
+def test_a_sim_source_in_the_config_is_checked_like_on_the_command_line():
+    assert parse_config({"camera": {"source": "sim:frames=30,light=0.8"}}).camera.source == "sim:frames=30,light=0.8"
+    with pytest.raises(ConfigError, match=r"^camera\.source: camera source 'sim:fog=1': unknown option 'fog'"):
+        parse_config({"camera": {"source": "sim:fog=1"}})

@@ -23,9 +23,8 @@ import os
 import stat
 from pathlib import Path
 
-from device.camera.base import (AdjustableCamera, Camera, CameraBase, ExposureControls, Frame,
-                                check_source_option, device_source)
-from device.errors import CameraError
+from device.camera.base import AdjustableCamera, Camera, CameraBase, ExposureControls, Frame, device_source
+from device.errors import CameraError, UsageError
 from device.safe_open import describe_os_error, kind_of, show_path
 
 __all__ = ["AdjustableCamera", "Camera", "CameraBase", "ExposureControls", "Frame", "check_source",
@@ -85,6 +84,19 @@ def _path_kind(source: str) -> str:
         return "video"
     raise CameraError(f"camera source {show_path(source)!r}: is {kind_of(mode)}, not a video file or a folder "
                       f"of images (or use picamera2, opencv:N)")
+
+
+def check_source_option(source: str) -> None:
+    """A ``--source`` given on a command line: UsageError (exit 2) for a malformed device name
+    or simulated camera's options."""
+    from device.camera.sim import is_sim_source, parse_sim_source
+
+    try:
+        if is_sim_source(source):
+            parse_sim_source(source)
+        device_source(source)
+    except (ValueError, CameraError) as exc:
+        raise UsageError(f"--source: {exc}") from None
 
 
 def check_source(source: str) -> str:

@@ -12,7 +12,6 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from device.errors import UsageError
 
 @dataclass(frozen=True)
 class ExposureControls:
@@ -86,17 +85,3 @@ def device_source(source: str) -> tuple[str, int] | None:
     if match.group(1):
         return "picamera2", int(match.group(2) or 0)
     return "opencv", int(match.group(4))
-
-
-def check_source_option(source: str) -> None:
-    """A ``--source`` given on a command line: UsageError (exit 2) for a malformed device name
-    or simulated camera's options."""
-    from device.camera.sim import is_sim_source, parse_sim_source
-    from device.errors import CameraError
-
-    try:
-        if is_sim_source(source):
-            parse_sim_source(source)
-        device_source(source)
-    except (ValueError, CameraError) as exc:
-        raise UsageError(f"--source: {exc}") from None

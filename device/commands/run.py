@@ -141,7 +141,7 @@ def _main(args, early: "StartupSignals") -> int:
             sorter.install_signal_handlers()
             early.hand_over()  # a signal of the start-up reaches the sorter now
             summary = sorter.run(max_items=args.max_items)
-            never_learned = sorter.presence.state is State.LEARNING
+            never_learned = sorter.source_ended and sorter.presence.state is State.LEARNING
     finally:
         _journal_unwritten(sortlog)
     if never_learned and not summary.items and not camera.live:
