@@ -1,23 +1,34 @@
 """`waste-sorter web` over plain HTTP: a cross-site post without the token is refused; bad input
 (unknown ids, a label that is not a class, paths outside the capture folder, oversize
 requests, a foreign Host) gets a 4xx with one line; the server survives them and a client that
-goes away mid-image. The browser's view of the pages is tests/test_web_browser.py."""
+goes away mid-image; `waste-sorter web` serves until SIGTERM; stuck events reach the status
+file. The browser's view of the pages is tests/test_web_browser.py."""
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import urllib.request
 
 import pytest
 
 from device.capture_store import read_labels
 from device.cli import main as cli_main
+from device.commands import status as status_cli
+from device.commands.status import show_status
+from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
+from device.sortlog import utc_iso
+from device.stuck_watch import StuckWatch
 from device.web.server import MAX_BODY_BYTES, WebServer
 from device.web.sources import Sources
-from helpers import colour_scene, sort_scene
+from helpers import args_for, colour_scene, sort_scene
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +165,38 @@ def test_a_client_that_goes_away_mid_image_ends_only_its_own_request(site, caplo
 def test_web_refuses_a_port_out_of_range(capsys):
     assert cli_main(["web", "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+
+
+def test_the_command_serves_until_sigterm_and_exits_0(site, tmp_path):
+    server, paths = site
+    sources = server.sources
+    web = subprocess.Popen([sys.executable, "-m", "device.cli", "web", "--port", "0", "--log", str(sources.log_path),
+                            "--status-file", str(sources.status_file), "--dir", str(sources.capture_dir)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = web.stdout.readline()
+        assert line.startswith("waste-sorter web: serving http://127.0.0.1:"), line + web.stderr.read()
+        address = line.split()[3]
+        with urllib.request.urlopen(address.replace("127.0.0.1", "localhost") + "/today", timeout=10) as answer:
+            assert answer.status == 200 and b"svg" in answer.read()
+    finally:
+        web.send_signal(signal.SIGTERM)
+        assert web.wait(10) == 0
+
+
+def test_stuck_events_are_counted_into_the_status_file_and_status_shows_them(tmp_path):
+    watch = StuckWatch(stuck_warn_s=1.0)
+    for spell in range(2):
+        watch.sorted(spell + 1, "glass", 10.0 * spell)
+        assert watch.board_event("", 10.0 * spell + 0.5) == ""
+        assert watch.board_event("", 10.0 * spell + 1.0).startswith("stuck")
+        assert watch.board_event("", 10.0 * spell + 2.0) == ""  # said once a spell
+        assert watch.board_event("departed", 10.0 * spell + 3.0) == "sorting again"
+    assert watch.events == 2
+    path = tmp_path / "status.json"
+    write_runtime_status(path, RuntimeStatus(updated_utc=utc_iso(), started_utc=utc_iso(), stuck_events=2))
+    assert read_runtime_status(path).stuck_events == 2
+    out = io.StringIO()
+    assert show_status(args_for("--status-file", str(path), "--log", str(tmp_path / "none.jsonl"), module=status_cli),
+                       out, service="active") == 0
+    assert "stuck        2 time(s) a sorted item stayed on the board" in out.getvalue()

@@ -15,12 +15,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.capture_store import SKIP, Capture, capture_id_of, read_captures, remove_labels
-from device.commands.captures import label_captures
-from device.errors import DataError
+from device.capture_store import Capture, capture_id_of, read_captures, remove_labels
+from device.commands.captures import canonical_label, label_captures
+from device.errors import DataError, UsageError
 
 _FRAME = re.compile(r"^\d{1,12}-\d{1,3}\.jpg$")
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # a captured frame is about 40 KB
+MAX_LABEL_CHARS = 255  # a class is a folder name
 UNDO_DEPTH = 50  # labels one session can take back
 SESSIONS = 200  # sessions whose undo is remembered (the oldest forgotten first)
 
@@ -81,10 +82,11 @@ class Labeller:
     def label(self, session: str, capture_id: str, class_name: str) -> Labelled:
         with self._lock:
             capture, captures = self._capture(capture_id)
-            if class_name != SKIP and class_name not in capture.classes:
-                raise LabelError(400, f"{class_name[:40]!r} is not a class of the model that decided capture "
-                                      f"{capture.id} ({', '.join(capture.classes)}) or '{SKIP}'")
-            label_captures(self.folder, [capture], class_name)
+            class_name = canonical_label(class_name[:MAX_LABEL_CHARS], [capture])
+            try:
+                label_captures(self.folder, [capture], class_name)
+            except UsageError as exc:  # not a class of the model that decided it
+                raise LabelError(400, str(exc)) from None
             stack = self._undo.setdefault(session, [])
             self._undo.move_to_end(session)
             stack.append((capture.id, capture.label))
