@@ -20,6 +20,7 @@ from device.commands.status import local_day_start, runtime_report, service_stat
 from device.errors import DataError
 from device.frame_preview import FRAME_FILE
 from device.log_follow import LogFollower
+from device.sortlog import log_files, read_lines_from
 from device.runtime_status import read_runtime_status
 from device.safe_open import exists_entry, read_regular
 
@@ -41,32 +42,55 @@ class Sources:
         return self.status_file.with_name(FRAME_FILE)
 
 
+def _key(record: dict[str, Any]) -> tuple:
+    return record.get("record_id"), record.get("ts"), record.get("item"), record.get("source_time")
+
+
 class TodayLog:
-    """The sort log's records since local midnight, followed as the sorter appends them: read
-    once from the start, then only what is new (a busy log is not read again per page)."""
+    """The sort log's records since local midnight, followed as the sorter appends them: at
+    the first page the files written to since midnight are read (a full log of older days is
+    not), then only what is appended (a busy log is not read again per page)."""
 
     def __init__(self, path: Path, clock=time.time):
         self.path = path
         self.clock = clock
         self._lock = threading.Lock()
         self._follower: LogFollower | None = None
+        self._overlap: set[tuple] = set()  # read at the start: the follower's first poll may repeat them
         self._records: deque[dict[str, Any]] = deque()
         self._day_start = 0.0
         self.problem = ""
+
+    def _start(self, day: float) -> None:
+        self._records.clear()
+        self._overlap.clear()
+        follower = LogFollower(self.path)  # from the end as it is now: nothing falls between
+        for file in log_files(self.path):
+            try:
+                if file.stat().st_mtime < day:
+                    continue  # last written before midnight: no record of today
+            except OSError:
+                continue  # rotated away meanwhile
+            for record in read_lines_from(file)[0]:
+                if (record_time(record) or 0.0) >= day:
+                    self._records.append(record)
+                    self._overlap.add(_key(record))
+        self._follower, self._day_start = follower, day
 
     def records(self) -> list[dict[str, Any]]:
         """Today's records, oldest first (what could be read: a log that cannot be read is
         ``problem``, and the records read so far stay)."""
         with self._lock:
-            now = self.clock()
-            day = local_day_start(now)
-            if self._follower is None:
-                self._follower, self._day_start = LogFollower(self.path, from_start=True), day
+            day = local_day_start(self.clock())
             try:
+                if self._follower is None:
+                    self._start(day)
                 new = self._follower.poll()
                 self.problem = ""
-            except DataError as exc:
+            except DataError as exc:  # a log that is a folder, a FIFO, unreadable ...
                 new, self.problem = [], str(exc)
+            if self._overlap:
+                new, self._overlap = [r for r in new if _key(r) not in self._overlap], set()
             self._records.extend(r for r in new if (record_time(r) or 0.0) >= day)
             if day != self._day_start:  # past midnight: yesterday's go
                 self._day_start = day
