@@ -19,13 +19,15 @@ import urllib.request
 
 import pytest
 
-from device.capture_store import read_labels
+from device.capture_store import read_labels, sidecar_body
 from device.cli import main as cli_main
 from device.commands import status as status_cli
 from device.commands.status import show_status
 from device.runtime_status import RuntimeStatus, read_runtime_status, write_runtime_status
 from device.sortlog import utc_iso
 from device.stuck_watch import StuckWatch
+from device.web import pages
+from device.web.labelling import Labeller
 from device.web.server import MAX_BODY_BYTES, WebServer
 from device.web.sources import Sources
 from helpers import args_for, colour_scene, sort_scene
@@ -200,3 +202,17 @@ def test_stuck_events_are_counted_into_the_status_file_and_status_shows_them(tmp
     assert show_status(args_for("--status-file", str(path), "--log", str(tmp_path / "none.jsonl"), module=status_cli),
                        out, service="active") == 0
     assert "stuck        2 time(s) a sorted item stayed on the board" in out.getvalue()
+
+
+def test_a_capture_whose_record_is_odd_still_shows_and_goes_by_its_confidence(tmp_path):
+    caps = tmp_path / "caps"
+    caps.mkdir()
+    for capture_id, top3, confidence in ((1, "not a list", 0.9), (2, [["glass", "x"], 7, ["metal", 0.3]], 0.2),
+                                         (3, [["glass", 0.5], ["metal", 0.45]], 0.5)):
+        record = json.dumps({"ts": "2024-05-01T10:00:00.000Z", "item": capture_id, "label": "glass",
+                             "confidence": confidence, "top3": top3, "bin": "glass"})
+        (caps / f"{capture_id}.json").write_bytes(sidecar_body(capture_id, "uncertain", [], ("glass", "metal"),
+                                                               "abc", record))
+    queue = Labeller(caps).queue()
+    assert [c.id for c in queue] == [3, 2, 1]  # margins 0.05, 0.3 (the one pair that is one), 0.9
+    assert "capture 2" in pages.label_page(queue, "token")

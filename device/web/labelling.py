@@ -17,7 +17,7 @@ from pathlib import Path
 
 from device.capture_store import Capture, capture_id_of, read_captures, remove_labels
 from device.commands.captures import canonical_label, label_captures
-from device.errors import DataError, UsageError
+from device.errors import UsageError
 
 _FRAME = re.compile(r"^\d{1,12}-\d{1,3}\.jpg$")
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # a captured frame is about 40 KB
@@ -34,11 +34,19 @@ class LabelError(Exception):
         self.status = status
 
 
+def top3_of(capture: Capture) -> list[tuple[str, float]]:
+    """The model's top-3 in the capture's record ([name, probability] pairs; others left out)."""
+    entries = capture.record.get("top3")
+    return [(str(e[0]), float(e[1])) for e in (entries if isinstance(entries, list) else [])
+            if isinstance(e, list) and len(e) == 2 and isinstance(e[1], (int, float))][:3]
+
+
 def margin(capture: Capture) -> float:
-    """First minus second probability of the model's top-3 (its confidence when it has one)."""
-    top = [p for _, p in capture.record.get("top3") or [] if isinstance(p, (int, float))]
-    top = sorted(top, reverse=True) + [0.0, 0.0]
-    return float(top[0] - top[1]) if capture.record.get("top3") else capture.confidence
+    """First minus second probability of the model's top-3; its confidence without a top-3."""
+    top = sorted((p for _, p in top3_of(capture)), reverse=True)
+    if not top:
+        return capture.confidence
+    return top[0] - (top[1] if len(top) > 1 else 0.0)
 
 
 def by_doubt(captures: list[Capture]) -> list[Capture]:
@@ -114,11 +122,3 @@ class Labeller:
             left = sum(1 for c in read_captures(self.folder) if not c.label)
             return Labelled(capture_id, before, left)
 
-
-def folder_problem(folder: Path) -> str:
-    """Why ``folder`` cannot be labelled ("" when it can)."""
-    try:
-        read_captures(folder)
-    except DataError as exc:
-        return str(exc)
-    return ""

@@ -11,7 +11,7 @@ from device.capture_store import SKIP, Capture
 from device.commands.logs import format_summary
 from device.commands.status import format_age
 from device.web import plots
-from device.web.labelling import margin
+from device.web.labelling import margin, top3_of
 
 PAGES = (("now", "Now"), ("today", "Today"), ("label", "Label captures"))
 CLASS_KEYS = "123456"
@@ -169,7 +169,7 @@ pick(cards()[0]);
 def _card(capture: Capture) -> str:
     frames = "".join(f'<img src="/captures/{escape(name)}" alt="frame {escape(name)} (gone)" loading="lazy">'
                      for name in capture.frames)
-    top3 = ", ".join(f"{escape(str(name))} {_num(p)}" for name, p in (capture.record.get("top3") or [])[:3])
+    top3 = ", ".join(f"{escape(name)} {_num(p)}" for name, p in top3_of(capture))
     r = capture.record
     buttons = "".join(f'<button data-key="{key}" data-label="{escape(name)}">{key} {escape(name)}</button>'
                       for key, name in zip(CLASS_KEYS, capture.classes))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
