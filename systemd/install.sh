@@ -16,6 +16,8 @@ Installs the waste sorter as waste-sorter.service:
   logs         /var/log/waste-sorter/sort.jsonl
   unit         /etc/systemd/system/waste-sorter.service (enabled and started)
   web page     /etc/systemd/system/waste-sorter-web.service (installed, off: systemctl enable --now waste-sorter-web)
+  mqtt         /etc/systemd/system/waste-sorter-mqtt.service, user waste-sorter-mqtt (installed, off: set
+               [mqtt] in the config, then systemctl enable --now waste-sorter-mqtt)
 
 options:
   --no-start       install and enable, but do not (re)start the service
@@ -37,6 +39,9 @@ LOG_DIR=/var/log/waste-sorter
 UNIT_DST=/etc/systemd/system/$SERVICE
 WEB_SERVICE=waste-sorter-web.service  # the technician's page: installed, never enabled here
 WEB_UNIT_DST=/etc/systemd/system/$WEB_SERVICE
+MQTT_SERVICE=waste-sorter-mqtt.service  # the MQTT publisher: installed, never enabled here
+MQTT_UNIT_DST=/etc/systemd/system/$MQTT_SERVICE
+MQTT_USER=waste-sorter-mqtt
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 mode=install
@@ -68,8 +73,8 @@ do_uninstall() {
     if systemctl list-unit-files "$SERVICE" >/dev/null 2>&1; then
         systemctl disable --now "$SERVICE" 2>/dev/null || true
     fi
-    systemctl disable --now "$WEB_SERVICE" 2>/dev/null || true
-    rm -f "$UNIT_DST" "$WEB_UNIT_DST"
+    systemctl disable --now "$WEB_SERVICE" "$MQTT_SERVICE" 2>/dev/null || true
+    rm -f "$UNIT_DST" "$WEB_UNIT_DST" "$MQTT_UNIT_DST"
     systemctl daemon-reload
     systemctl reset-failed "$SERVICE" 2>/dev/null || true
     rm -rf "$PREFIX"
@@ -80,8 +85,11 @@ do_uninstall() {
     if getent group "$SVC_USER" >/dev/null; then
         groupdel "$SVC_USER" 2>/dev/null || true
     fi
+    if id -u "$MQTT_USER" >/dev/null 2>&1; then
+        userdel "$MQTT_USER" || true
+    fi
     if [ "$purge" = 1 ]; then
-        rm -rf "$CONF_DIR" "$STATE_DIR" "$LOG_DIR"
+        rm -rf "$CONF_DIR" "$STATE_DIR" "$LOG_DIR" "/var/lib/$MQTT_USER"
         say "removed the service, venv, user, config, calibration and logs"
     else
         say "removed the service, venv and user; kept $CONF_DIR, $STATE_DIR and $LOG_DIR (--purge deletes them)"
@@ -103,6 +111,10 @@ do_install() {
             --shell /usr/sbin/nologin --comment "waste sorter" "$SVC_USER"
     fi
     usermod -a -G video,gpio "$SVC_USER"
+    if ! id -u "$MQTT_USER" >/dev/null 2>&1; then  # the publisher: reads the (world-readable) log and status
+        useradd --system --user-group --home-dir "/var/lib/$MQTT_USER" --no-create-home \
+            --shell /usr/sbin/nologin --comment "waste sorter MQTT publisher" "$MQTT_USER"
+    fi
     if [ -n "$operator" ]; then
         usermod -a -G "$SVC_USER" "$operator"
     fi
@@ -114,7 +126,7 @@ do_install() {
     fi
     "$VENV/bin/pip" install --quiet --upgrade pip
     # the pi extra pins numpy<2 and opencv<4.12: apt's picamera2/simplejpeg break under numpy 2
-    "$VENV/bin/pip" install --quiet --upgrade "$SRC_DIR[pi]"
+    "$VENV/bin/pip" install --quiet --upgrade "$SRC_DIR[pi,mqtt]"   # mqtt: paho-mqtt, for the publisher only
     if ! err=$("$VENV/bin/python" -c "import numpy, cv2, picamera2" 2>&1); then
         echo "install.sh: the venv cannot import numpy, cv2 and picamera2 together: $(echo "$err" | tail -n 1)" >&2
         exit 1
@@ -137,6 +149,7 @@ do_install() {
     say "unit $UNIT_DST"
     install -m 0644 "$SRC_DIR/systemd/$SERVICE" "$UNIT_DST"
     install -m 0644 "$SRC_DIR/systemd/$WEB_SERVICE" "$WEB_UNIT_DST"
+    install -m 0644 "$SRC_DIR/systemd/$MQTT_SERVICE" "$MQTT_UNIT_DST"
     systemctl daemon-reload
     systemctl enable "$SERVICE" >/dev/null
     if [ "$start" = 1 ]; then
@@ -146,6 +159,9 @@ do_install() {
         say "enabled; start with: systemctl start $SERVICE"
     fi
     say "web page (off): systemctl enable --now $WEB_SERVICE, then ssh -L 8080:localhost:8080 this host"
+    say "mqtt (off): set [mqtt] in $CONF_DIR/config.toml (password in $CONF_DIR/mqtt-password, owner $MQTT_USER,"
+    say "  mode 0600), check it with: waste-sorter mqtt --config $CONF_DIR/config.toml --check-config;"
+    say "  then systemctl enable --now $MQTT_SERVICE"
     if ! grep -qs '^dtparam=strict_gpiod' /boot/firmware/config.txt; then
         say "note: add dtparam=strict_gpiod to /boot/firmware/config.txt (see systemd/README.md)"
     fi
