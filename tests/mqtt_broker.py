@@ -91,7 +91,7 @@ class Mosquitto:
         os.chmod(self.folder / "data", 0o777)
         lines = ["per_listener_settings false", "allow_anonymous false", f"password_file {passwd}",
                  "persistence true", f"persistence_location {self.folder / 'data'}/",
-                 "autosave_interval 1", "autosave_on_changes true", "log_type error", "log_type warning",
+                 "set_tcp_nodelay true", "max_queued_messages 0", "log_type error", "log_type warning",
                  f"listener {self.port} 127.0.0.1", f"listener {self.tls_port} 127.0.0.1",
                  f"cafile {self.ca}", f"certfile {cert}", f"keyfile {key}"]
         if os.geteuid() == 0:

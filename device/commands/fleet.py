@@ -109,7 +109,7 @@ def format_line(device: str, entry: Bin, now_s: float) -> str:
 def format_fleet(fleet: Fleet, now_s: float) -> str:
     if not fleet.bins:
         return f"no bins under {fleet.prefix}/ on this broker"
-    header = f"{'bin':<20} {'':<8} {'last seen':<15} {'state':<9}"
+    header = f"{'bin':<20} {'':<8} {'last seen':<15} state"
     return "\n".join([header] + [format_line(d, fleet.bins[d], now_s) for d in sorted(fleet.bins)])
 
 
