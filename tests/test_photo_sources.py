@@ -100,8 +100,8 @@ def test_set_loss_is_cross_entropy_on_the_summed_probability():
 def test_a_photo_of_another_shape_is_laid_on_a_4x3_board_not_stretched():
     board = np.full((400, 200, 3), 200, np.uint8)  # a tall photo of a dark 60x100 item
     board[150:250, 70:130] = (40, 90, 160)
-    four_three = np.full((384, 512, 3), 120, np.uint8)
-    assert frame_shaped(four_three) is four_three  # TrashNet's shape: as it is
+    for camera_frame in (np.full((384, 512, 3), 120, np.uint8), np.full((512, 384, 3), 120, np.uint8)):
+        assert frame_shaped(camera_frame) is camera_frame  # a frame, or TrashNet's upright one: as it is
     framed = frame_shaped(board)
     assert framed.shape == (400, 533, 3)
     dark = np.argwhere(framed.mean(2) < 150)

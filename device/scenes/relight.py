@@ -127,18 +127,26 @@ def relight(rgb: np.ndarray, condition: Condition, board: np.ndarray | None = No
     return light_up(albedo, condition.light, condition.level, condition.vignette)
 
 
-#: The camera's frame shape (width / height); a photo within FRAME_ASPECT_TOLERANCE of it is
-#: taken as it is by :func:`frame_shaped`.
+#: The camera's frame shape (width / height). A photo within FRAME_ASPECT_TOLERANCE of it, or of
+#: it turned upright (TrashNet's 384x512 photos), is a camera frame: the contract stretches it
+#: to the model's input as every model, scene and evaluation here always has.
 FRAME_ASPECT, FRAME_ASPECT_TOLERANCE = 4 / 3, 0.02
 
 
+def is_frame_shaped(width: int, height: int) -> bool:
+    """Whether a photo of ``width`` x ``height`` has a camera frame's shape, either way up."""
+    return any(abs(aspect - FRAME_ASPECT) <= FRAME_ASPECT_TOLERANCE * FRAME_ASPECT
+               for aspect in (width / height, height / width))
+
+
 def frame_shaped(rgb: np.ndarray) -> np.ndarray:
-    """A photo of another shape than the camera's 4:3 frame (a tall bottle, a square web photo)
-    with its item laid, at its size, in the middle of a 4:3 board of the photo's own background
-    (its fitted light divided out, the board at :data:`PHOTO_BOARD_ALBEDO`): what a camera
-    above a board would see, instead of the item stretched. A 4:3 photo is returned as it is."""
+    """A photo of another shape than a camera frame (a square web photo, a tall bottle) with its
+    item laid, at its size, in the middle of a 4:3 board of the photo's own background (its
+    fitted light divided out, the board at :data:`PHOTO_BOARD_ALBEDO`): what a camera above a
+    board would see, instead of the item stretched. A camera frame's shape
+    (:func:`is_frame_shaped`) is returned as it is."""
     h, w = rgb.shape[:2]
-    if abs(w / h - FRAME_ASPECT) <= FRAME_ASPECT_TOLERANCE * FRAME_ASPECT:
+    if is_frame_shaped(w, h):
         return rgb
     out_w, out_h = (w, round(w / FRAME_ASPECT)) if w / h > FRAME_ASPECT else (round(h * FRAME_ASPECT), h)
     top, left = (out_h - h) // 2, (out_w - w) // 2
