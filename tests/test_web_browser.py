@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from device.capture_store import LABELS_FILE, delete_capture, folder_files, read_captures, read_labels
@@ -26,13 +28,14 @@ from helpers import colour_scene, run_logs, sort_scene
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-WAIT_S = 20
+WAIT_S = 20  # for the page
+LIVE_WAIT_S = 120  # for the live sorter to start and write frames (seconds when the machine is not loaded)
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +73,30 @@ def url(server, page: str) -> str:
     return f"http://localhost:{server.server_address[1]}{page}"
 
 
-def wait(driver, condition, what: str):
+def wait(driver, condition, what: str, *, timeout_s: float = WAIT_S):
     """``condition(driver)`` once true; the Now page's facts are replaced every 2 s, so an element
-    found a moment ago may be gone: looked for again."""
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-                         ).until(lambda d: condition(d), message=what)
+    found a moment ago may be gone: looked for again. On a timeout, what the page showed."""
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+    except TimeoutException:
+        pytest.fail(f"{what}: not within {timeout_s} s; the page showed:\n{driver.find_element(By.TAG_NAME, 'main').text}")
 
 
 def text_of(driver, element_id: str) -> str:
     return wait(driver, lambda d: d.find_element(By.ID, element_id).text, f"#{element_id}'s text")
+
+
+def fetch(address: str) -> bytes:
+    with urllib.request.urlopen(address, timeout=5) as answer:
+        return answer.read()
+
+
+def item_boxed(jpeg: bytes) -> bool:
+    """Whether the frame has the green box of an accepted item (BGR: green high, red and blue low)."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    b, g, r = image[20:, :, 0].astype(int), image[20:, :, 1].astype(int), image[20:, :, 2].astype(int)
+    return int(((g > 170) & (r < 110) & (b < 110)).sum()) > 200
 
 
 def screenshot(driver, name: str) -> None:
@@ -90,33 +108,40 @@ def test_now_shows_the_latest_frame_and_it_changes_while_the_sorter_runs(browser
     server, paths, records = site
     live_config = tmp_path / "live.toml"  # with a ready light, as the person at the bin sees it
     live_config.write_text(paths["config_no_capture"].read_text() + "\n[indicator]\nready_pin = 5\n")
+    server.sources.frame_file.unlink()  # the sorted scene's last frame: the live sorter writes the next
+    browser.get(url(server, "/now"))
+    wait(browser, lambda d: d.find_element(By.ID, "noframe").is_displayed(), "no frame while no sorter runs")
     sorter = subprocess.Popen(  # the same scene played as a live camera would deliver it
         [sys.executable, "-m", "device.cli", "run", "--config", str(live_config), "--realtime",
          "--model", str(paths["model"]), "--source", str(paths["scene"]), "--log", str(tmp_path / "live.jsonl"),
          "--status-file", str(server.sources.status_file)],
         env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        browser.get(url(server, "/now"))
         frame = browser.find_element(By.ID, "frame")
-        wait(browser, lambda d: frame.get_attribute("naturalWidth") == "320", "the latest frame appears")
+        wait(browser, lambda d: frame.get_attribute("naturalWidth") == "320", "the latest frame appears",
+             timeout_s=LIVE_WAIT_S)
+        assert not browser.find_element(By.ID, "noframe").is_displayed()
         first = int(frame.get_attribute("data-n"))
         seen = set()
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + LIVE_WAIT_S
         while len(seen) < 3 and time.monotonic() < deadline:  # the file the page shows changes
-            with urllib.request.urlopen(url(server, "/frame.jpg"), timeout=5) as answer:
-                seen.add(answer.read())
+            seen.add(fetch(url(server, "/frame.jpg")))
             time.sleep(0.2)
         assert len(seen) >= 3
         wait(browser, lambda d: int(frame.get_attribute("data-n")) >= first + 3, "the page reloads the frame")
         wait(browser, lambda d: d.find_element(By.ID, "fact-state").text.split()[0] in
-             ("empty", "occupied", "settled", "deciding"), "the live state, once the board is learned")
-        assert "ready" in text_of(browser, "fact-ready-light")  # as the person at the bin sees it
-        items = wait(browser, lambda d: [row.text for row in d.find_elements(By.CSS_SELECTOR, "#items tr.item")],
-                     "the last items")
+             ("learning", "empty", "occupied", "settled", "deciding"), "the live sorter's state")
+        assert "ready light" in text_of(browser, "fact-ready-light")  # as the person at the bin sees it
+        items = wait(browser, lambda d: d.execute_script(  # in one go: the part is replaced every 2 s
+            "return [...document.querySelectorAll('#items tr.item')].map(row => row.innerText)"),
+            "the last items")
         assert len(items) == len(records) == 7
         newest = records[-1]
         assert items[0].split()[0] == f"#{newest['item']}" and newest["bin"] in items[0]
-        time.sleep(1.0)  # an item on the board for the picture, as a rule
+        picture_deadline = time.monotonic() + WAIT_S  # for the picture: a frame with an item boxed
+        while time.monotonic() < picture_deadline and not item_boxed(fetch(url(server, "/frame.jpg"))):
+            time.sleep(0.1)
+        time.sleep(0.6)  # the page's next reload shows it
         screenshot(browser, "web-now.png")
     finally:
         sorter.send_signal(signal.SIGTERM)
