@@ -161,7 +161,7 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port, keepalive=10)
         self.client.loop_start()
-        assert self.subscribed.wait(10), "no SUBACK"
+        assert self.subscribed.wait(30), "no SUBACK"
 
     def _on_message(self, client, userdata, message) -> None:
         with self.lock:
@@ -174,7 +174,7 @@ class Subscriber:
     def records(self) -> list[dict]:
         return [json.loads(p) for p in self.on("/record")]
 
-    def wait_for(self, check, timeout_s: float = 10.0, what: str = "messages") -> None:
+    def wait_for(self, check, timeout_s: float = 30.0, what: str = "messages") -> None:
         until = time.monotonic() + timeout_s
         while time.monotonic() < until:
             if check():
@@ -191,7 +191,10 @@ def retained(broker: Mosquitto, topic: str, timeout_s: float = 2.0) -> dict[str,
     """The retained messages on ``topic`` (a filter) now: topic -> payload."""
     sub = Subscriber(broker, topic, client_id=f"retained-{time.monotonic_ns()}", clean=True)
     try:
-        time.sleep(0.3)  # the broker sends what it retains right after the SUBACK
+        count = -1
+        while count != len(sub.messages):  # the broker sends what it retains right after the SUBACK
+            count = len(sub.messages)
+            time.sleep(0.3)
         with sub.lock:
             return {t: p for t, p, r in sub.messages if r}
     finally:
@@ -230,10 +233,23 @@ class PublisherProcess:
         argv = [sys.executable, "-m", "device.cli", "mqtt", "--config", str(self.config), "--log", str(self.log),
                 "--status-file", str(self.status), "--poll-s", "0.05", "--status-interval-s", "0.1",
                 "--stats-interval-s", "0.1", "--save-interval-s", "0.2", *extra]
+        if "position_file" not in config_text and "--position-file" not in extra:  # never the service's
+            argv += ["--position-file", str(self.folder / "position.json")]
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.journal, "wb"))
 
     def lines(self) -> list[str]:
         return self.journal.read_text().splitlines()
+
+    def wait_for_line(self, text: str, timeout_s: float = 30.0) -> str:
+        """The first journal line holding ``text``, once there (start-up is slow on a loaded machine)."""
+        until = time.monotonic() + timeout_s
+        while time.monotonic() < until:
+            found = [line for line in self.lines() if text in line]
+            if found:
+                return found[0]
+            assert self.process.poll() is None, self.lines()
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r} in {self.lines()}")
 
     def terminate(self) -> int:
         if self.process.poll() is None:

@@ -98,7 +98,8 @@ def test_broker_down_at_start_then_every_record_once_it_is_up(tmp_path, broker):
     pub = publisher(tmp_path, broker)
     with SortLog(log_path) as log:
         write(log, 1, 40)
-    time.sleep(1.0)  # several tries at 0.1-0.5 s
+    pub.wait_for_line("connection refused")
+    time.sleep(1.0)  # several more tries at 0.1-0.5 s
     refused = [line for line in pub.lines() if "connection refused" in line]
     assert len(refused) == 1 and f"broker 127.0.0.1:{broker.port}" in refused[0], pub.lines()
     assert not (tmp_path / "position.json").exists()  # nothing acknowledged, nothing saved
@@ -128,7 +129,7 @@ def test_broker_killed_and_restarted_mid_run_loses_nothing(tmp_path, broker):
         broker.start()
         writer.join()
     expected = log_ids(log_path)
-    sub.wait_for(lambda: len(first_seen(received_ids(sub))) == len(expected), timeout_s=20, what="every record")
+    sub.wait_for(lambda: len(first_seen(received_ids(sub))) == len(expected), timeout_s=60, what="every record")
     got = received_ids(sub)
     assert first_seen(got) == expected  # none missing, order kept
     repeats = len(got) - len(expected)
