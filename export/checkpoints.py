@@ -8,6 +8,7 @@ interrupted and resumed run ends where one run would. Read with
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,8 +54,8 @@ def plain_args(args) -> dict:
 
 
 def checkpoint_state(*, epoch: int, args, model, ema, projector, optimizer, scheduler, split, contract,
-                     history: list[dict], device: torch.device) -> dict:
-    """Everything a checkpoint holds after ``epoch`` (from 0)."""
+                     history: list[dict], device: torch.device, world_size: int = 1) -> dict:
+    """Everything a checkpoint holds after ``epoch`` (from 0), trained by ``world_size`` processes."""
     return {
         "model": model.state_dict(),
         "model_ema": ema.module.state_dict() if ema is not None else None,
@@ -70,17 +71,30 @@ def checkpoint_state(*, epoch: int, args, model, ema, projector, optimizer, sche
         "history": history,
         "rng_state": torch.get_rng_state(),
         "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "world_size": world_size,
     }
 
 
+#: The parameter-group entries of a one-cycle schedule (its peak and ends).
+_SCHEDULE_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
+
+
 def resume(ckpt: dict, path: Path, device: torch.device, *, model, ema, projector, optimizer,
-           scheduler) -> tuple[int, list[dict]]:
+           scheduler, world_size: int = 1, steps_per_epoch: int = 0) -> tuple[int, list[dict]]:
     """Load the checkpoint's states into the run's and restore its RNG states; the epoch to
-    start at and the history so far."""
+    start at and the history so far. A checkpoint of another number of processes (another
+    global batch, so other steps per epoch and peak rate) keeps the run's new ``scheduler``,
+    moved on to where the checkpoint's epochs end."""
     try:
         model.load_state_dict(ckpt["model"])
+        new_schedule = ckpt.get("world_size", 1) != world_size
+        schedule = [{k: g[k] for k in _SCHEDULE_KEYS if k in g} for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if new_schedule:
+            for group, entries in zip(optimizer.param_groups, schedule):
+                group.update(entries)
+        else:
+            scheduler.load_state_dict(ckpt["lr_scheduler"])
         if ema is not None and ckpt.get("model_ema_full"):
             ema.load_state_dict(ckpt["model_ema_full"])
         if projector is not None and ckpt.get("projector"):
@@ -89,6 +103,13 @@ def resume(ckpt: dict, path: Path, device: torch.device, *, model, ema, projecto
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < -1 or not isinstance(history, list):
             raise ValueError(f"epoch {epoch!r}, history of type {type(history).__name__}")
         start_epoch = epoch + 1
+        if new_schedule:
+            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
+                warnings.simplefilter("ignore")
+                for _ in range(start_epoch * steps_per_epoch):
+                    scheduler.step()
+            print(f"{path}: trained by {ckpt.get('world_size', 1)} processes, continued by {world_size} "
+                  f"({steps_per_epoch} steps an epoch from now on)")
         if ckpt.get("rng_state") is not None:  # older checkpoints lack it: carry on without
             torch.set_rng_state(ckpt["rng_state"])
         if device.type == "cuda" and ckpt.get("cuda_rng_state") is not None:

@@ -29,23 +29,30 @@ from device.scenes.relight import frame_shaped, random_condition, relight, textu
 CACHE_SIZE = (320, 240)
 
 
-def load_cached(items: list[tuple[Path, int]], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 N x 3 x H x W images at CACHE_SIZE and int64 labels; a photo of another shape is
-    laid on a 4:3 board first (:func:`device.scenes.relight.frame_shaped`), not stretched."""
+def decode_cached(path: Path) -> np.ndarray:
+    """One photo as the in-memory copy holds it: uint8 H x W x 3 RGB at CACHE_SIZE; a photo of
+    another shape is laid on a 4:3 board first (:func:`device.scenes.relight.frame_shaped`), not
+    stretched."""
     import cv2
 
+    return cv2.resize(frame_shaped(read_rgb(str(path))), CACHE_SIZE, interpolation=cv2.INTER_AREA)
+
+
+def load_cached(items: list[tuple[Path, int]], desc: str, *, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 N x 3 x H x W images at CACHE_SIZE (:func:`decode_cached`) and int64 labels."""
     images = np.empty((len(items), CACHE_SIZE[1], CACHE_SIZE[0], 3), dtype=np.uint8)
-    for i, (path, _) in enumerate(tqdm(items, desc=desc, leave=False)):
-        images[i] = cv2.resize(frame_shaped(read_rgb(str(path))), CACHE_SIZE, interpolation=cv2.INTER_AREA)
+    for i, (path, _) in enumerate(tqdm(items, desc=desc, leave=False, disable=not progress)):
+        images[i] = decode_cached(path)
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
 
-def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str, *,
+              progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 N x 3 x H x W inputs exactly as the device would build them (from a 4:3 frame:
     a photo of another shape laid on a board, as :func:`load_cached`), and labels."""
     inputs = np.stack([preprocess(frame_shaped(read_rgb(str(p))), contract)
-                       for p, _ in tqdm(items, desc=desc, leave=False)])
+                       for p, _ in tqdm(items, desc=desc, leave=False, disable=not progress)])
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(inputs), labels
 

@@ -13,11 +13,13 @@ a projection used only in training.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 from export.data import mix_pairs, resize_batch
-from export.models import forward_features
+from export.models import Student, forward_features
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -47,29 +49,64 @@ def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torc
     return torch.stack(probs).mean(0), torch.cat(features, 1)
 
 
-def compute_loss(model, projector, teachers, images, allowed, size_hw, augment, args, device):
-    """The loss of one batch: ``images`` cached uint8, ``allowed`` N x classes (1 where a class
-    is right for the photo: :attr:`export.data_split.DataSplit.targets`)."""
-    photo_view = bool(teachers) and args.teacher_view == "photo"
+class Batch(NamedTuple):
+    """One augmented (and mixed) batch, ready for the model: ``x`` what the student sees,
+    ``x_teacher`` what the teachers label (None: ``x``), ``allowed`` N x classes (1 where a class
+    is right for the photo: :attr:`export.data_split.DataSplit.targets`), ``mix`` the mixup's
+    weight and partners (None: not mixed), ``seconds`` what making it took (decoding included
+    where it was decoded for it), ``error`` a data loader worker's one-line error instead."""
+
+    x: torch.Tensor | None
+    x_teacher: torch.Tensor | None
+    allowed: torch.Tensor | None
+    mix: tuple[float, torch.Tensor] | None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def make_batch(images, allowed, augment, mixup_prob: float, photo_view: bool) -> Batch:
+    """The augmented batch of cached uint8 ``images`` (``photo_view``: with the teachers' view of
+    each photo as it is, :meth:`export.data.BatchAugment.views`), mixed with ``mixup_prob``."""
     x, x_photo = augment.views(images, with_photo=photo_view)
-    pairs = mix_pairs(args.mixup, len(x))
+    pairs = mix_pairs(mixup_prob, len(x))
     if pairs is not None:
         lam, perm = pairs
         x = lam * x + (1 - lam) * x[perm]
         x_photo = None if x_photo is None else lam * x_photo + (1 - lam) * x_photo[perm]
-    x = x.to(device, memory_format=torch.channels_last)
-    x_teacher = x if x_photo is None else x_photo.to(device, memory_format=torch.channels_last)
-    allowed = allowed.to(device)
+    return Batch(x, x_photo, allowed, pairs)
+
+
+def batch_loss(student, teachers, batch: Batch, size_hw, args, device, laps=None):
+    """The loss of one :class:`Batch`: ``student(x)`` gives the logits and the projected
+    features (:class:`export.models.Student`, or its DistributedDataParallel wrapper);
+    ``laps`` (:class:`export.stage_timer.Laps`) times the student and the teachers apart."""
+    x = batch.x.to(device, memory_format=torch.channels_last, non_blocking=True)
+    x_teacher = x if batch.x_teacher is None else batch.x_teacher.to(device, memory_format=torch.channels_last,
+                                                                     non_blocking=True)
+    allowed = batch.allowed.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-        logits, features = forward_features(model, resize_batch(x, size_hw))
+        logits, projected = student(resize_batch(x, size_hw))
         ce = label_set_loss(logits, allowed, args.label_smoothing)
-        if pairs is not None:
+        if batch.mix is not None:
+            lam, perm = batch.mix
             ce = lam * ce + (1 - lam) * label_set_loss(logits, allowed[perm.to(device)], args.label_smoothing)
         loss = (1 - args.kd_weight if teachers else 1.0) * ce
         if teachers:
             t = args.kd_temperature
+            if laps is not None:
+                laps.lap("student")
             t_probs, t_features = teacher_targets(teachers, x_teacher, t)
+            if laps is not None:
+                laps.lap("teachers")
             kd = F.kl_div(F.log_softmax(logits.float() / t, 1), t_probs, reduction="batchmean") * t * t
-            cos = F.cosine_similarity(projector(features).float(), t_features, dim=1)
+            cos = F.cosine_similarity(projected.float(), t_features, dim=1)
             loss = loss + args.kd_weight * kd + args.feature_weight * (1 - cos).mean()
     return loss
+
+
+def compute_loss(model, projector, teachers, images, allowed, size_hw, augment, args, device):
+    """The loss of one batch: ``images`` cached uint8, ``allowed`` N x classes (1 where a class
+    is right for the photo: :attr:`export.data_split.DataSplit.targets`)."""
+    photo_view = bool(teachers) and args.teacher_view == "photo"
+    batch = make_batch(images, allowed, augment, args.mixup, photo_view)
+    return batch_loss(Student(model, projector), teachers, batch, size_hw, args, device)

@@ -171,3 +171,18 @@ def forward_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, t
         return m.fc(features), features
     features = model.extract_features(x).mean((2, 3))
     return model._fc(model._dropout(features)), features
+
+
+class Student(nn.Module):
+    """The model in training with its distillation projector (None without teachers), as one
+    module whose forward gives the logits and the projected pooled features (None without a
+    projector): what DistributedDataParallel wraps, so that the projector's gradients are
+    averaged over the processes with the model's."""
+
+    def __init__(self, model: nn.Module, projector: nn.Module | None):
+        super().__init__()
+        self.model, self.projector = model, projector
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, features = forward_features(self.model, x)
+        return logits, (self.projector(features) if self.projector is not None else None)

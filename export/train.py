@@ -25,25 +25,27 @@ import argparse
 import json
 import logging
 import math
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from device.atomic import write_with
 from device.contract import FLATFIELD_POLICIES, ModelContract
 from device.errors import DataError, UsageError
+from export import distributed
 from export.checkpoints import checkpoint_state, resume, resume_mismatches
 from export.data import BatchAugment, load_cached, load_eval
-from export.data_split import split_for_training
+from export.data_split import load_data_split, split_for_training
+from export.epoch import in_memory_batches, throughput_line, train_one_epoch, validate
+from export.loader import batch_seed, default_workers, make_loader
 from export.split import parse_label_map, scan_image_folder
-from export.loss import compute_loss, teacher_targets  # noqa: F401 (teacher_targets: tests take it from here)
+from export.loss import teacher_targets  # noqa: F401 (tests take it from here)
 from export.lr_find import find_lr
-from export.models import ARCHS, build_model, feature_dim, load_checkpoint, load_teacher
+from export.models import ARCHS, Student, build_model, feature_dim, load_checkpoint, load_teacher
 from export.onnx_weights import restore_batchnorm, warn_other_classes
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-ema-decay", type=float, default=0.998, help="0 disables the weight EMA")
     p.add_argument("--find-lr", action="store_true", help="run a learning-rate range test and exit")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pth")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda (under torchrun: the GPU of the local rank) or cuda:N")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast")
+    p.add_argument("--workers", type=int,
+                   help="data loader processes decoding, relighting and augmenting batches (default: 0 on a "
+                        "CPU, the path of before; on a GPU the CPUs less one, shared among the node's processes)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm); "
+                        "default each process's own batch")
+    p.add_argument("--dist-timeout-s", type=float, default=300.0,
+                   help="with torchrun: how long a process waits for the others at a collective")
+    p.add_argument("--stop-after-epoch", type=int, metavar="N",
+                   help="stop after epoch N's checkpoint (a schedule split over sittings: --resume continues it)")
+    p.add_argument("--debug-weights-log", type=Path, metavar="FILE",
+                   help="after every step append the weights' SHA-256 to FILE.rankR (data-parallel runs: the same "
+                        "on every rank)")
     p.add_argument("--train-on-val", action="store_true",
                    help="final refit: the validation photos join training, so nothing is scored on them "
                         "(export then takes the EMA weights); the test photos stay held out")
@@ -131,66 +147,114 @@ def main(args) -> int:
     if args.teacher_view == "photo" and (not args.teacher or args.flatfield == "none"):
         raise UsageError("--teacher-view photo needs --teacher and a board-normalised --flatfield "
                          "(the teacher's view is each photo without the student's board and light)")
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    args.input_height = args.input_height or round(args.input_size * 3 / 4)
-    # the checkpoint to resume from, the split and the photos
-    ckpt_path = out / "checkpoint.pth"
-    ckpt = load_checkpoint(ckpt_path) if args.resume else None
-    if ckpt is not None and (changed := resume_mismatches(ckpt["args"], args)):
-        raise DataError(f"--resume: checkpoint was trained with {'; '.join(changed)} "
-                        "(resume with the same values, or start anew with --init FILE.pth)")
-    split = training_split(args, out, ckpt, ckpt_path)
-    args.num_classes = len(split.classes)
-    contract = ModelContract(classes=split.classes, input_width=args.input_size,
-                             input_height=args.input_height, flatfield=args.flatfield)
-    data = load_data(args, split, contract)
-    # the model, its teachers and the optimiser
-    model = build_student(args, data, contract, device, resuming=ckpt is not None)
-    teachers = [load_teacher(path, split.classes, device) for path in args.teacher or ()]
-    projector = (nn.Linear(feature_dim(model), sum(feature_dim(t) for t in teachers)).to(device)
-                 if teachers else None)
-    optimizer = build_optimizer(args, model, projector)
-    augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
-                           relight_prob=args.relight_prob, camera_prob=args.camera_prob,
-                           textured_prob=args.textured_board_prob)
-    if args.find_lr:
-        find_lr(model, projector, teachers, data.images, data.allowed, augment, optimizer, args, device, out,
-                student_size(args, args.epochs))
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: must be 0 or more")
+    if args.stop_after_epoch is not None and args.stop_after_epoch < 1:
+        raise UsageError(f"--stop-after-epoch {args.stop_after_epoch}: must be at least 1")
+    with distributed.start(args.device, timeout_s=args.dist_timeout_s) as ctx:
+        torch.manual_seed(args.seed)
+        device = ctx.device
+        distributed.check_bf16(device, args.amp)
+        if args.sync_bn and device.type != "cuda":
+            raise UsageError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only)")
+        workers = default_workers(device, ctx.local_world_size) if args.workers is None else args.workers
+        in_memory = workers == 0 and not ctx.distributed  # the path of before (export.loader: the other)
+        if args.find_lr and not in_memory:
+            raise UsageError("--find-lr runs in one process without --workers")
+        out = Path(args.output_dir)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        args.input_height = args.input_height or round(args.input_size * 3 / 4)
+        # the checkpoint to resume from, the split and the photos
+        ckpt_path = out / "checkpoint.pth"
+        ckpt = load_checkpoint(ckpt_path) if args.resume else None
+        if ckpt is not None and (changed := resume_mismatches(ckpt["args"], args)):
+            raise DataError(f"--resume: checkpoint was trained with {'; '.join(changed)} "
+                            "(resume with the same values, or start anew with --init FILE.pth)")
+        split = training_split(args, out, ckpt, ckpt_path, ctx)
+        args.num_classes = len(split.classes)
+        contract = ModelContract(classes=split.classes, input_width=args.input_size,
+                                 input_height=args.input_height, flatfield=args.flatfield)
+        data = load_data(args, split, contract, ctx, in_memory=in_memory)
+        # the model, its teachers and the optimiser
+        model = build_student(args, data, contract, device, resuming=ckpt is not None)
+        teachers = [load_teacher(path, split.classes, device) for path in args.teacher or ()]
+        projector = (nn.Linear(feature_dim(model), sum(feature_dim(t) for t in teachers)).to(device)
+                     if teachers else None)
+        optimizer = build_optimizer(args, model, projector)
+        augment = BatchAugment((args.input_height, args.input_size), contract, min_scale=args.min_crop_scale,
+                               relight_prob=args.relight_prob, camera_prob=args.camera_prob,
+                               textured_prob=args.textured_board_prob)
+        if args.find_lr:
+            find_lr(model, projector, teachers, data.images, data.allowed, augment, optimizer, args, device, out,
+                    student_size(args, args.epochs))
+            return 0
+        photo_view = bool(teachers) and args.teacher_view == "photo"
+        loader = None if in_memory else make_loader(data.train_items, data.allowed, augment, args, workers=workers,
+                                                    rank=ctx.rank, world_size=ctx.world_size, device=device,
+                                                    photo_view=photo_view)
+        steps_per_epoch = data.steps_per_epoch(args.batch_size) if loader is None else len(loader)
+        # the schedule (its peak after the global batch), the weights' EMA, where a resumed run carries on
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak_lr(args, ctx.world_size), total_steps=args.epochs * steps_per_epoch,
+            pct_start=args.warmup_frac)
+        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.model_ema_decay), use_buffers=True)
+               if args.model_ema_decay > 0 else None)
+        start_epoch, history = (resume(ckpt, ckpt_path, device, model=model, ema=ema, projector=projector,
+                                       optimizer=optimizer, scheduler=scheduler, world_size=ctx.world_size,
+                                       steps_per_epoch=steps_per_epoch) if ckpt is not None else (0, []))
+        student = distributed.wrap(Student(model, projector), ctx, sync_bn=args.sync_bn)
+        for epoch in range(start_epoch, args.epochs):
+            if loader is None:
+                batches = in_memory_batches(data, augment, args, photo_view)
+            else:
+                loader.sampler.set_epoch(epoch)
+                torch.manual_seed(batch_seed(args.seed, ctx.rank, epoch, -1))  # this process's draws (dropout)
+                batches = iter(loader)
+            record = train_one_epoch(student, teachers, batches, steps_per_epoch, optimizer, scheduler, ema, epoch,
+                                     args, ctx, workers=workers if loader is not None else 0,
+                                     size_hw=student_size(args, epoch))
+            record.update(validate(model, ema, data, ctx, args.amp))
+            history.append(record)
+            print(json.dumps(record))
+            print(throughput_line(record["throughput"]))
+            if ctx.is_main:
+                save_checkpoint(checkpoint_state(epoch=epoch, args=args, model=model, ema=ema, projector=projector,
+                                                 optimizer=optimizer, scheduler=scheduler, split=split,
+                                                 contract=contract, history=history, device=device,
+                                                 world_size=ctx.world_size), ckpt_path)
+            if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch and epoch + 1 < args.epochs:
+                print(f"stopped after epoch {epoch + 1} of {args.epochs} (--stop-after-epoch): "
+                      f"continue with --resume")
+                return 0
+        if ctx.is_main:
+            (out / "history.json").write_text(json.dumps(history, indent=1))
         return 0
-    # the schedule, the weights' EMA, and where a resumed run carries on
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * data.steps_per_epoch(args.batch_size),
-        pct_start=args.warmup_frac)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.model_ema_decay), use_buffers=True)
-           if args.model_ema_decay > 0 else None)
-    start_epoch, history = (resume(ckpt, ckpt_path, device, model=model, ema=ema, projector=projector,
-                                   optimizer=optimizer, scheduler=scheduler) if ckpt is not None else (0, []))
-    for epoch in range(start_epoch, args.epochs):
-        record = train_one_epoch(model, projector, teachers, data, augment, optimizer, scheduler, ema,
-                                 epoch, args, device)
-        record.update(validate(model, ema, data, device, args.amp))
-        history.append(record)
-        print(json.dumps(record))
-        save_checkpoint(checkpoint_state(epoch=epoch, args=args, model=model, ema=ema, projector=projector,
-                                         optimizer=optimizer, scheduler=scheduler, split=split, contract=contract,
-                                         history=history, device=device), ckpt_path)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return 0
 
 
-def training_split(args, out: Path, ckpt: dict | None, ckpt_path: Path):
+def peak_lr(args, processes: int) -> float:
+    """The one-cycle schedule's peak: ``--lr`` is the rate for one process's batch
+    (``--batch-size``); N processes train on a global batch N times larger, and the rate grows
+    with it, linearly for SGD (Goyal et al. 2017) and with its square root for AdamW (Malladi et
+    al. 2022)."""
+    return args.lr * (processes if args.opt == "sgd" else math.sqrt(processes))
+
+
+def training_split(args, out: Path, ckpt: dict | None, ckpt_path: Path, ctx=distributed.Context()):
     """The split of every ``--data`` folder (:mod:`export.data_split`), written to
-    OUTPUT_DIR/split.json; on ``--resume``, the checkpoint's."""
+    OUTPUT_DIR/split.json by rank 0 (the other ranks read it there); on ``--resume``, the
+    checkpoint's."""
     if args.replay_per_class is not None and args.replay_per_class < 1:
         raise UsageError(f"--replay-per-class {args.replay_per_class}: must be at least 1")
     label_map = parse_label_map(args.label_map) if args.label_map else None
     check_label_map(label_map or {}, args.data)  # before a split is written with it
-    split = split_for_training(args.split or out / "split.json", out / "split.json", args.data,
-                               val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed,
-                               label_map=label_map)
+    if ctx.is_main:
+        split = split_for_training(args.split or out / "split.json", out / "split.json", args.data,
+                                   val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed,
+                                   label_map=label_map)
+    ctx.barrier()
+    if not ctx.is_main:
+        split = load_data_split(out / "split.json", args.data)
     if ckpt is not None and ckpt["split_sha256"] != split.sha256:
         raise DataError(f"{ckpt_path}: checkpoint was trained on another split")
     return split
@@ -222,35 +286,41 @@ class TrainingData:
     photos as the device would give them to the model (none with ``--train-on-val``)."""
 
     train_items: list[tuple[Path, int]]
-    images: torch.Tensor
+    images: torch.Tensor | None  # None: decoded by the data loader (export.loader)
     labels: torch.Tensor
     allowed: torch.Tensor  # N x classes: 1 where a class is right (a set-valued label has several)
-    held_out: list[tuple[Path, int]]
+    held_out: list[tuple[Path, int]]  # this process's share of the validation photos
     val_inputs: torch.Tensor | None
     val_allowed: torch.Tensor | None
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return len(self.images) // batch_size
+        return len(self.train_items) // batch_size
 
 
-def load_data(args, split, contract: ModelContract) -> TrainingData:
-    """The training photos (at most ``--limit-per-class`` of each class; at least one batch) and
-    the validation photos, decoded; says how many there are."""
+def load_data(args, split, contract: ModelContract, ctx=distributed.Context(), *, in_memory: bool = True) -> TrainingData:
+    """The training photos (at most ``--limit-per-class`` of each class; at least one batch;
+    decoded here when ``in_memory``, else by the data loader) and this process's share of the
+    validation photos, decoded; says how many there are."""
     train_items = split.training_items(with_val=args.train_on_val, replay_per_class=args.replay_per_class)
     if args.limit_per_class:
         train_items = [it for c in range(args.num_classes)
                        for it in [x for x in train_items if x[1] == c][:args.limit_per_class]]
-    if len(train_items) < args.batch_size:
+    if len(train_items) < args.batch_size * ctx.world_size:
         raise DataError(f"{', '.join(map(str, args.data))}: {len(train_items)} training photos, "
-                        f"fewer than one batch")
-    images, labels = load_cached(train_items, "decode train")
-    held_out = [] if args.train_on_val else split.paths("val")
-    val_inputs, val_labels = load_eval(held_out, contract, "decode val") if held_out else (None, None)
+                        f"fewer than one batch" + (f" for each of {ctx.world_size} processes" if ctx.distributed else ""))
+    if in_memory:
+        images, labels = load_cached(train_items, "decode train")
+    else:
+        images, labels = None, torch.tensor([label for _, label in train_items], dtype=torch.int64)
+    held_out = [] if args.train_on_val else split.paths("val")[ctx.rank::ctx.world_size]
+    val_inputs, val_labels = (load_eval(held_out, contract, "decode val", progress=ctx.is_main) if held_out
+                              else (None, None))
     if len(split.folders) > 1:
         print("\n".join(split.describe() + ["(the test photos of every folder are held out)"]))
     if mapped := [f"{f} -> {' or '.join(s.allowed(f))}" for s in split.folders for f in s.label_map]:
         print(f"label map: {'; '.join(mapped)}")
-    print(f"{len(images)} train / {len(held_out)} val photos, classes {', '.join(split.classes)}")
+    print(f"{len(train_items)} train / {len(split.paths('val')) if held_out else 0} val photos, "
+          f"classes {', '.join(split.classes)}" + (f"; {ctx.world_size} processes" if ctx.distributed else ""))
     return TrainingData(train_items, images, labels, allowed_matrix(split, labels), held_out, val_inputs,
                         None if val_labels is None else allowed_matrix(split, val_labels))
 
@@ -280,59 +350,11 @@ def build_optimizer(args, model: nn.Module, projector: nn.Module | None) -> torc
     return torch.optim.AdamW(groups, lr=args.lr)
 
 
-def train_one_epoch(model, projector, teachers, data: TrainingData, augment, optimizer, scheduler, ema,
-                    epoch: int, args, device) -> dict:
-    """One pass over the training photos in a random order; the epoch's record so far."""
-    model.train()
-    size_hw = student_size(args, epoch)
-    steps_per_epoch = data.steps_per_epoch(args.batch_size)
-    perm = torch.randperm(len(data.images))
-    t0, total = time.time(), 0.0
-    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs} {size_hw[1]}x{size_hw[0]}")
-    for step in bar:
-        idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
-        loss = compute_loss(model, projector, teachers, data.images[idx], data.allowed[idx], size_hw, augment,
-                            args, device)
-        if not math.isfinite(loss.item()):
-            raise DataError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        total += loss.item()
-        bar.set_postfix(loss=f"{total / (step + 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-    return {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "seconds": time.time() - t0}
-
-
-def validate(model, ema, data: TrainingData, device, amp: bool) -> dict:
-    """Accuracy on the validation photos, of the weights and of their EMA ({} without them)."""
-    if data.val_inputs is None:
-        return {}
-    record = {"val_acc": evaluate_accuracy(model, data.val_inputs, data.val_allowed, device, amp)}
-    if ema is not None:
-        record["val_acc_ema"] = evaluate_accuracy(ema.module, data.val_inputs, data.val_allowed, device, amp)
-    return record
-
-
-@torch.no_grad()
-def evaluate_accuracy(model, inputs, allowed, device, amp: bool) -> float:
-    """Share of ``inputs`` whose top class is one ``allowed`` (N x classes) for it."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(inputs), 64):
-        x = inputs[start:start + 64].to(device, memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            predicted = model(x).argmax(1).cpu()
-        correct += allowed[start:start + 64].gather(1, predicted[:, None]).sum().item()
-    return correct / max(1, len(inputs))
-
-
 def save_checkpoint(state: dict, path: Path) -> None:
     write_with(path, lambda tmp: torch.save(state, tmp))
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(get_args_parser().parse_args())
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m export.train ARGS: waste-sorter train ARGS
+    from device.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))
