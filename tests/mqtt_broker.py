@@ -3,8 +3,9 @@ on 127.0.0.1, a plain and a TLS listener on free ports, a password file made wit
 ``mosquitto_passwd`` and certificates made here with ``cryptography`` (a CA, the broker's
 certificate for 127.0.0.1 signed by it, and a second CA that signed nothing the broker has).
 It can be started, killed (SIGKILL) and started again on the same ports; persistence keeps
-the sessions it saved at a clean stop (a subscriber's) across a later kill. Also a subscriber that records every
-message, and the fixtures of the tests (pytest finds them when a test module imports them)."""
+the sessions it saved at a clean stop (a subscriber's) across a later kill. Also a subscriber
+that records every message, and the fixtures of the tests (pytest finds them when a test
+module imports them)."""
 
 from __future__ import annotations
 
