@@ -7,7 +7,7 @@ VENV ?= .venv
 TRASHNET ?= ../shared/datasets/trashnet
 DEMO := build/demo
 
-.PHONY: demo test test-arm64 bench scenes learn-demo clean
+.PHONY: demo test test-arm64 bench scenes learn-demo train-gpu clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ test: $(VENV)/.test
 # fine-tune on the captures of another scene of that board and light; about 16 minutes.
 learn-demo: $(VENV)/.test
 	TRASHNET=$(TRASHNET) BIN=$(VENV)/bin export/learn_demo.sh build/learn-demo
+
+# The model's recipe on one CUDA GPU (README, "Training on GPUs"): teacher, student, export,
+# quantize, evaluate --relight all, under build/train-gpu; not yet measured on a GPU.
+train-gpu: $(VENV)/.test
+	TRASHNET=$(TRASHNET) BIN=$(VENV)/bin export/train_gpu.sh build/train-gpu
 
 # The arm64 lane (README, "The arm64 lane"; not part of .ci/run): the device side on Debian
 # bookworm arm64 under proot + qemu-user as a Cortex-A72 and a Cortex-A76: tests, the shipped
