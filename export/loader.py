@@ -105,10 +105,12 @@ def make_loader(items: list[tuple[Path, int]], allowed: torch.Tensor, augment, a
                 world_size: int, device: torch.device, photo_view: bool) -> DataLoader:
     """Batches of ``args.batch_size`` for this rank, made by ``workers`` worker processes
     (0: in the training process), pinned for a GPU, workers kept across epochs; call
-    ``loader.sampler.set_epoch(epoch)`` before each epoch."""
+    ``loader.sampler.set_epoch(epoch)`` before each epoch. Workers are spawned, not forked: a
+    child forked from a process whose OpenMP or OpenCV threads ran hangs on their locks (seen)."""
     batches = EpochBatches(len(items), args.batch_size, rank=rank, world_size=world_size, seed=args.seed)
     dataset = AugmentedBatches(items, allowed, augment, mixup=args.mixup, photo_view=photo_view, seed=args.seed,
                                rank=rank)
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers > 0 else None, worker_init_fn=_worker_init if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None, worker_init_fn=_worker_init if workers > 0 else None,
+                      multiprocessing_context="spawn" if workers > 0 else None)
