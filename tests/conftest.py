@@ -58,6 +58,15 @@ def scene_config(tmp_path):
 
 
 @pytest.fixture
+def config_path(tmp_path, monkeypatch):
+    """The test config (helpers.CONFIG) as a file, with gpiozero's MockFactory."""
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
 def own_signal_handlers():
     """Tests that install the sorter's signal handlers get the original ones back afterwards."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 from dataclasses import replace
 
 import pytest
 
 from device.calibration_file.store import save_calibration
-from helpers import CONFIG, make_calibration
+from helpers import make_calibration
 from device.commands import run as run_cli
 from device.camera import CameraBase, open_camera
 from device.cli import main as cli_main
@@ -26,21 +25,7 @@ from device.gate import board_stats
 BOARD = make_board(seed=1)  # 512 x 384, the camera's default size
 
 
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    """main() installs SIGTERM/SIGINT/SIGHUP handlers; put pytest's back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
-@pytest.fixture
-def config_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG)
-    return path
+pytestmark = pytest.mark.usefixtures("own_signal_handlers")  # main() installs the sorter's handlers
 
 
 def scene_calibration(cal_id: str, board=BOARD):

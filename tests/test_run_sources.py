@@ -6,7 +6,6 @@ board ever) is refused with one line saying what a source must show; every recor
 from __future__ import annotations
 
 import json
-import signal
 
 import cv2
 import pytest
@@ -17,20 +16,7 @@ from device.sortlog import read_records
 from helpers import BLUE, CONFIG, GREEN, RED, item_on
 
 
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
-@pytest.fixture
-def config_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG)
-    return path
+pytestmark = pytest.mark.usefixtures("own_signal_handlers")  # main() installs the sorter's handlers
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
