@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from device.contract import ModelContract, prepare_photo, preprocess, read_rgb
+from device.contract import ModelContract, prepare_photo, preprocess
 from device.gamma import GAMMA
-from device.scenes.relight import frame_shaped, random_condition, relight, textured_board
+from device.scenes.relight import random_condition, read_frame_shaped, relight, textured_board
 
 #: Size of the in-memory copy training crops are cut from (width, height).
 CACHE_SIZE = (320, 240)
@@ -35,7 +35,7 @@ def decode_cached(path: Path) -> np.ndarray:
     stretched."""
     import cv2
 
-    return cv2.resize(frame_shaped(read_rgb(str(path))), CACHE_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.resize(read_frame_shaped(str(path)), CACHE_SIZE, interpolation=cv2.INTER_AREA)
 
 
 def load_cached(items: list[tuple[Path, int]], desc: str, *, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +51,7 @@ def load_eval(items: list[tuple[Path, int]], contract: ModelContract, desc: str,
               progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 N x 3 x H x W inputs exactly as the device would build them (from a 4:3 frame:
     a photo of another shape laid on a board, as :func:`load_cached`), and labels."""
-    inputs = np.stack([preprocess(frame_shaped(read_rgb(str(p))), contract)
+    inputs = np.stack([preprocess(read_frame_shaped(str(p)), contract)
                        for p, _ in tqdm(items, desc=desc, leave=False, disable=not progress)])
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return torch.from_numpy(inputs), labels

@@ -54,6 +54,12 @@ class DataSplit:
                 first.setdefault(self._classes_of(s, folder), folder)
         return tuple(self.classes) + tuple(first[t] for t in self.targets[len(self.classes):])
 
+    @property
+    def label_sets(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """The set-valued labels after the classes, as :attr:`export.evaluation.Evaluation.label_sets`."""
+        k = len(self.classes)
+        return tuple(zip(self.target_names[k:], self.targets[k:]))
+
     def _classes_of(self, split: Split, folder: str) -> tuple[int, ...]:
         position = {name: i for i, name in enumerate(self.classes)}
         return tuple(sorted(position[c] for c in split.allowed(folder)))
@@ -84,7 +90,7 @@ class DataSplit:
         for i in range(len(self.folders)):
             items = self.folder_paths(i, "train") + (self.folder_paths(i, "val") if with_val else [])
             if i == 0 and replay_per_class is not None and len(self.folders) > 1:
-                items = [x for c in range(len(self.classes)) for x in _spread([x for x in items if x[1] == c],
+                items = [x for c in range(len(self.targets)) for x in _spread([x for x in items if x[1] == c],
                                                                                replay_per_class)]
             per_folder.append(items)
         return [item for items in per_folder for item in items]

@@ -108,11 +108,11 @@ def main(args) -> int:
                     print("\n" + format_conditions(photo, folder_relit))
     if args.out_dir:
         try:
-            plots = [(None, "", result, relit)]
+            plots = [("", result, relit)]
             if several:
-                plots += [(root, f"{Path(root).name}_", photo, folder_relit)
+                plots += [(f"{Path(root).name}_", photo, folder_relit)
                           for root, photo, folder_relit in zip(args.data, per_folder, relit_per_folder)]
-            for _, prefix, photo, conditions_of in plots:
+            for prefix, photo, conditions_of in plots:
                 for condition, e in {None: photo, **conditions_of}.items():
                     for path in write_plots(e, args.out_dir, condition, prefix):
                         log.info("wrote %s", path)

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from device.classifier import Classifier
-from device.contract import read_rgb
 from device.errors import DataError
-from device.scenes.relight import CONDITIONS, frame_shaped, relight
+from device.scenes.relight import CONDITIONS, read_frame_shaped, relight
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +103,8 @@ def photo_lists(data: list[Path], classes: tuple[str, ...], split: Path | None, 
         missing = [c for c, i in index.items() if i is None]
         if missing:
             raise DataError(f"{split}: classes {missing} are unknown to the model")
-        model_sets = [tuple(sorted(index[s.classes[c]] for c in t)) for t in s.targets[len(s.classes):]]
-        label_of = [index[name] for name in s.classes] + list(range(len(classes), len(classes) + len(model_sets)))
-        label_sets = tuple(zip(s.target_names[len(s.classes):], model_sets))
+        label_sets = tuple((name, tuple(sorted(index[s.classes[c]] for c in t))) for name, t in s.label_sets)
+        label_of = [index[name] for name in s.classes] + list(range(len(classes), len(classes) + len(label_sets)))
         return PhotoLists([[(p, label_of[label]) for p, label in s.folder_paths(i, subset)]
                            for i in range(len(s.folders))], label_sets)
     return PhotoLists([photo_list(Path(root), classes) for root in data])
@@ -167,5 +165,5 @@ def load_photo(path: str, condition: str | None = None) -> np.ndarray:
     """A photo as it is, or relit under one of :data:`device.scenes.relight.CONDITIONS`; a
     photo of another shape than the camera's is laid on a 4:3 board first
     (:func:`device.scenes.relight.frame_shaped`), as training does."""
-    rgb = frame_shaped(read_rgb(path))
+    rgb = read_frame_shaped(path)
     return relight(rgb, CONDITIONS[condition]) if condition else rgb

@@ -1,6 +1,8 @@
 """The student's loss on one augmented batch.
 
-Soft cross-entropy on the (mixed, label-smoothed) labels. With teachers (knowledge
+Label-smoothed cross-entropy on the summed probability of the classes each label allows
+(:func:`label_set_loss`: one class, or a set-valued label such as paper-or-cardboard), mixed as
+the batch is. With teachers (knowledge
 distillation, ``train --teacher CKPT``, repeatable), the teachers label the very same augmented
 (and mixed) batch the student sees (several teachers: the mean of their softened probabilities),
 or with ``--teacher-view photo`` each photo as it is under the same crop, flips, colour and

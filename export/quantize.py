@@ -30,9 +30,9 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from device.classifier import Classifier
-from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess, read_rgb
+from device.contract import KEY_METRICS, KEY_SPLIT_SHA256, preprocess
 from device.errors import DataError, ModelError
-from device.scenes.relight import frame_shaped, random_condition, relight
+from device.scenes.relight import random_condition, read_frame_shaped, relight
 from export.evaluate import relight_names
 from export.evaluation import evaluate
 from export.package import save_model
@@ -67,7 +67,7 @@ class PhotoReader(CalibrationDataReader):
         rng = np.random.default_rng(seed)
 
         def photo(i: int, path: Path) -> np.ndarray:
-            rgb = frame_shaped(read_rgb(str(path)))
+            rgb = read_frame_shaped(str(path))
             return relight(rgb, random_condition(rng)) if i % 2 else rgb
 
         self._inputs = iter(preprocess(photo(i, p), classifier.contract)[None] for i, p in enumerate(paths))
@@ -133,9 +133,7 @@ def main(args) -> int:
     calibration = [p for p, _ in train[::step][:args.calibration_photos]]
     model = quantize_int8(args.model, calibration, fp32, args.method)
     test = split.paths("test") or split.paths("val")
-    k = len(split.classes)
-    label_sets = tuple(zip(split.target_names[k:], split.targets[k:]))
-    report = measure(args, model, fp32, split.sha256, test, conditions, len(calibration), label_sets)
+    report = measure(args, model, fp32, split.sha256, test, conditions, len(calibration), split.label_sets)
     worst, drop_points = print_figures(report, len(test), conditions)
     if args.report:
         args.report.write_text(json.dumps(report, indent=1) + "\n")

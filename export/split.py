@@ -23,7 +23,7 @@ from typing import Any
 from device import safe_json
 from device.atomic import write_bytes
 from device.commands.capture_export import exported_item, is_capture_export
-from device.errors import DataError
+from device.errors import DataError, UsageError
 from device.safe_open import MiB, read_regular, show_path
 from device.schema import short
 
@@ -143,8 +143,6 @@ def make_split(root: Path, *, val_frac: float, test_frac: float, seed: int) -> S
 def parse_label_map(entries: list[str] | None) -> dict[str, tuple[str, ...]]:
     """``--label-map FOLDER=CLASS[,CLASS...]`` options as {folder: classes}; a UsageError
     naming a malformed one."""
-    from device.errors import UsageError
-
     mapping: dict[str, tuple[str, ...]] = {}
     for entry in entries or ():
         folder, sep, classes = entry.partition("=")

@@ -274,8 +274,9 @@ def check_label_map(label_map: dict[str, tuple[str, ...]], roots: list[Path]) ->
 
 def allowed_matrix(split, labels: torch.Tensor) -> torch.Tensor:
     """N x classes float: 1 where a class is right for each label (:attr:`DataSplit.targets`)."""
-    table = torch.zeros(len(split.targets), len(split.classes))
-    for i, classes in enumerate(split.targets):
+    targets = split.targets
+    table = torch.zeros(len(targets), len(split.classes))
+    for i, classes in enumerate(targets):
         table[i, list(classes)] = 1.0
     return table[labels]
 
@@ -303,7 +304,7 @@ def load_data(args, split, contract: ModelContract, ctx=distributed.Context(), *
     validation photos, decoded; says how many there are."""
     train_items = split.training_items(with_val=args.train_on_val, replay_per_class=args.replay_per_class)
     if args.limit_per_class:
-        train_items = [it for c in range(args.num_classes)
+        train_items = [it for c in range(len(split.targets))  # set-valued labels too
                        for it in [x for x in train_items if x[1] == c][:args.limit_per_class]]
     if len(train_items) < args.batch_size * ctx.world_size:
         raise DataError(f"{', '.join(map(str, args.data))}: {len(train_items)} training photos, "

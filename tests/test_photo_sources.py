@@ -156,3 +156,12 @@ def test_train_and_evaluate_on_two_sources(sources, tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"== {web}" in text and "(right as cardboard or paper)" in text
     assert (tmp_path / "plots" / "web_confusion.png").is_file() and (tmp_path / "plots" / "confusion.png").is_file()
+
+
+def test_replay_per_class_keeps_set_valued_labels(sources, tmp_path):
+    trashnet, web = sources
+    split = split_for_training(tmp_path / "s.json", tmp_path / "out.json", [web, trashnet], val_frac=0.2,
+                               test_frac=0.2, seed=0, label_map=WEB_MAP)
+    replayed = split.training_items(with_val=False, replay_per_class=1)
+    first_folder = {label for p, label in replayed if web in p.parents}
+    assert first_folder == {split.classes.index("glass"), split.classes.index("trash"), 6}  # 6: paper-or-cardboard

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.contract import read_rgb
 from device.flatfield import fit_background
 from device.gamma import GAMMA
 
@@ -156,6 +157,12 @@ def frame_shaped(rgb: np.ndarray) -> np.ndarray:
     reflectance[top:top + h, left:left + w] = cut.reflectance
     background[top:top + h, left:left + w] = cut.background
     return to_uint8(lay_on_board(Cutout(reflectance, background), PHOTO_BOARD_ALBEDO))
+
+
+def read_frame_shaped(path: str) -> np.ndarray:
+    """A photo from disk as a model is given it in training, evaluation and calibration: uint8
+    RGB, laid on a 4:3 board where it is not a camera frame's shape (:func:`frame_shaped`)."""
+    return frame_shaped(read_rgb(path))
 
 
 def random_condition(rng: np.random.Generator) -> Condition:
