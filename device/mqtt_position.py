@@ -24,7 +24,7 @@ from device.atomic import write_bytes
 from device.errors import DataError
 from device.log_follow import HEAD_BYTES, FileLook, look_file
 from device.safe_open import MiB, exists_entry, open_regular, read_regular, show_path
-from device.sortlog import MAX_LINE_BYTES, log_files
+from device.sortlog import log_files, scan_lines
 
 log = logging.getLogger(__name__)
 
@@ -122,34 +122,16 @@ class LogCursor:
             if not look.is_file(st.st_ino, head):
                 return False
             try:
-                fh.seek(offset)
-                done = False
-                while len(entries) < limit:
-                    line = fh.readline(MAX_LINE_BYTES + 1)
-                    if not line.endswith(b"\n"):
-                        if len(line) > MAX_LINE_BYTES:  # too long to be a record: skip to its end
-                            rest = fh.readline()
-                            while rest and not rest.endswith(b"\n"):
-                                rest = fh.readline()
-                            if not rest:
-                                done = True
+                done = len(entries) < limit
+                if done:
+                    for record, end, malformed in scan_lines(fh, offset):  # sortlog's reader, one per line
+                        self.position = LogPosition(st.st_ino, head, end)
+                        skipped += malformed
+                        if record is not None:
+                            entries.append(Entry(record, self.position))
+                            if len(entries) >= limit:
+                                done = False
                                 break
-                            offset += len(line) + len(rest)
-                            skipped += 1
-                            continue
-                        done = True  # the end, or a torn last line left for later
-                        break
-                    offset += len(line)
-                    self.position = LogPosition(st.st_ino, head, offset)
-                    if not line.strip():
-                        continue
-                    try:
-                        record = safe_json.loads(line)
-                    except ValueError:
-                        skipped += 1
-                        continue
-                    if isinstance(record, dict):
-                        entries.append(Entry(record, self.position))
             except OSError as exc:
                 raise DataError(f"{show_path(file)}: sort log is unreadable ({exc.strerror or exc})") from None
         if skipped:

@@ -233,33 +233,46 @@ def read_lines_from(file: Path, offset: int = 0) -> tuple[list[dict[str, Any]], 
     position = offset
     with fh:
         try:
-            fh.seek(offset)
-            while True:
-                line = fh.readline(MAX_LINE_BYTES + 1)
-                if not line.endswith(b"\n"):
-                    if len(line) <= MAX_LINE_BYTES:
-                        break  # the end, or a torn last line left for later
-                    rest = _bytes_to_newline(fh)  # a line too long to be a record
-                    if rest is None:
-                        break
-                    position += len(line) + rest
-                    skipped += 1
-                    continue
-                position += len(line)
-                if not line.strip():
-                    continue
-                try:
-                    record = safe_json.loads(line)
-                except ValueError:
-                    skipped += 1
-                    continue
-                if isinstance(record, dict):
+            for record, position, malformed in scan_lines(fh, offset):
+                skipped += malformed
+                if record is not None:
                     records.append(record)
         except OSError as exc:  # EIO, a file on a vanished network share
             raise DataError(f"{show_path(file)}: sort log is unreadable ({exc.strerror or exc})") from None
     if skipped:
         log.warning("%s: skipped %d malformed line(s)", show_path(file), skipped)
     return records, position
+
+
+def scan_lines(fh, offset: int) -> Iterator[tuple[dict[str, Any] | None, int, bool]]:
+    """The complete lines of an open sort log from byte ``offset``, each as (its record, or None
+    for a blank, non-object or malformed line; the offset after it; whether it was malformed:
+    not JSON, non-finite numbers, nested too deeply, longer than MAX_LINE_BYTES). Ends at the end
+    of the file or before a torn last line (a crash mid-write), left for later. Reads at most
+    MAX_LINE_BYTES at a time, however long a line is."""
+    position = offset
+    fh.seek(offset)
+    while True:
+        line = fh.readline(MAX_LINE_BYTES + 1)
+        if not line.endswith(b"\n"):
+            if len(line) <= MAX_LINE_BYTES:
+                return  # the end, or a torn last line left for later
+            rest = _bytes_to_newline(fh)  # a line too long to be a record
+            if rest is None:
+                return
+            position += len(line) + rest
+            yield None, position, True
+            continue
+        position += len(line)
+        if not line.strip():
+            yield None, position, False
+            continue
+        try:
+            record = safe_json.loads(line)
+        except ValueError:
+            yield None, position, True
+            continue
+        yield (record if isinstance(record, dict) else None), position, False
 
 
 def _bytes_to_newline(fh) -> int | None:

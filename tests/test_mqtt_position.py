@@ -83,6 +83,20 @@ def test_malformed_lines_are_passed_over(tmp_path, caplog):
     assert "skipped 1 malformed line" in caplog.text
 
 
+def test_an_over_long_last_line_is_passed_over_once(tmp_path, caplog):
+    from device.sortlog import MAX_LINE_BYTES
+
+    log = tmp_path / "sort.jsonl"
+    log.write_text(event(1).to_json() + "\n" + "x" * (MAX_LINE_BYTES + 10) + "\n")
+    cursor = LogCursor(log)
+    with caplog.at_level(logging.WARNING):
+        assert items(cursor.read(10)) == [1]
+        assert cursor.position.offset == log.stat().st_size  # past the long line, not before it
+        caplog.clear()
+        assert cursor.read(10) == []
+    assert "malformed" not in caplog.text  # not read and warned about again on every poll
+
+
 def test_position_file_round_trip_and_damage(tmp_path, caplog):
     log = tmp_path / "sort.jsonl"
     write(log, 1, 3)
