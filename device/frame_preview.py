@@ -53,10 +53,6 @@ class FramePreview:
         """The preview in ``status_file``'s folder (the runtime folder); off without one."""
         return cls.off() if status_file is None else cls(Path(status_file).with_name(FRAME_FILE))
 
-    @property
-    def enabled(self) -> bool:
-        return self.path is not None
-
     def due(self, t: float) -> bool:
         """Whether a frame at ``t`` (seconds, frame time) is to be written."""
         if self.path is None:

@@ -23,6 +23,7 @@ import signal
 import threading
 from pathlib import Path
 
+from device.commands.captures import capture_folder
 from device.config import CaptureConfig
 from device.errors import UsageError
 from device.commands.logs import resolve_log_path
@@ -48,16 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sources_of(args: argparse.Namespace) -> Sources:
-    capture_dir = args.dir
-    if capture_dir is None:
-        if args.config is not None:
-            from device.config import load_config
-
-            capture_dir = Path(load_config(args.config).capture.dir)
-        else:
-            capture_dir = Path(CaptureConfig().dir)
     return Sources(status_file=args.status_file, log_path=resolve_log_path(args.log, args.config),
-                   capture_dir=capture_dir)
+                   capture_dir=capture_folder(args))
 
 
 def main(args: argparse.Namespace) -> int:
