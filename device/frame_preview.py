@@ -104,11 +104,12 @@ class FramePreview:
 
 def _changed_box(image: np.ndarray, presence: PresenceDetector) -> tuple[float, float, float, float] | None:
     """Presence's changed region as a box (x0, y0, x1, y1) in shares of the width and height;
-    None without a board reference or with nothing changed. Reads
-    presence's view without changing its state."""
+    None without a board reference or with nothing changed. Presence's own view of the frame
+    when the loop just gave it this frame (:meth:`PresenceDetector.changed_region`); its state
+    is not changed."""
     if presence.reference_image is None:
         return None
-    changed = presence.view(image).changed
+    changed = presence.changed_region(image)
     if changed is None or not changed.any():
         return None
     ys, xs = np.nonzero(changed)

@@ -116,6 +116,7 @@ class PresenceDetector:
         self._settled_view: np.ndarray | None = None  # what the board looked like when it settled
         self._disturbed = False  # moved since it settled
         self._check_start = reference is not None  # compare the first still view with it
+        self._last_view: View | None = None  # the view of the last update
         if reference is not None:
             self.set_reference(reference)
 
@@ -134,10 +135,20 @@ class PresenceDetector:
         compensated = small / gain
         return View(image, compensated, changed_mask(compensated, self._ref, self.settings.diff_level), gain)
 
+    def changed_region(self, image: np.ndarray) -> np.ndarray | None:
+        """Where ``image`` differs from the board (the mask of :meth:`view`; None without a
+        reference): the last update's own view when it was of this very image, so a frame is
+        not looked at twice; otherwise computed, presence's state unchanged."""
+        last = self._last_view
+        if last is not None and last.image is image:
+            return last.changed
+        return self.view(image).changed
+
     def update(self, frame: np.ndarray | View, timestamp_s: float, reject_reason: str = "") -> PresenceUpdate:
         """Advance with one frame (an image or its :meth:`view`); ``reject_reason`` is the
         gate's reason when it rejected the frame."""
         view = frame if isinstance(frame, View) else self.view(frame)
+        self._last_view = view
         if self._ref is None:
             return self._learn(view, timestamp_s)
         s, t = self.settings, timestamp_s

@@ -62,6 +62,21 @@ def test_the_presence_region_and_the_verdict_are_drawn():
     assert accepted[:18].mean() < 40 and accepted[:18].max() > 150  # the banner: dark, with text
 
 
+def test_the_box_is_the_region_presence_judged_the_frame_by():
+    """The loop's frame: the preview boxes the mask of presence's own view of it (the one the gate
+    judged clipping by), not a second look, which after an update may see another board."""
+    board = make_board(seed=1)
+    presence = PresenceDetector(PresenceSettings(), reference=board)
+    item = item_on(board, RED)
+    view = presence.view(item)
+    presence.update(view, 0.0)
+    assert presence.changed_region(item) is view.changed
+    other = item.copy()  # another array of the same pixels: computed afresh, state unchanged
+    state = presence.state
+    assert presence.changed_region(other) is not view.changed
+    assert np.array_equal(presence.changed_region(other), view.changed) and presence.state is state
+
+
 def test_a_frame_that_cannot_be_written_is_logged_once_and_the_sort_goes_on(tmp_path, caplog):
     (tmp_path / FRAME_FILE).mkdir()  # a folder where the frame goes: the rename fails
     preview = FramePreview(tmp_path / FRAME_FILE, interval_s=0.1)
