@@ -25,6 +25,13 @@ def local_day(t: float) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d")
 
 
+def in_last_hour(minute: int, now_s: float) -> bool:
+    """Whether the minute ``minute`` (epoch seconds // 60) counts in the hour before ``now_s``:
+    the minute that holds ``now_s`` − 1 h and every later one. The one rule of the ``stats``
+    message and of ``waste-sorter fleet``, which counts from its ``per_minute`` table."""
+    return minute >= int((now_s - HOUR_S) // 60)
+
+
 def is_fallback(record: Record) -> bool:
     """Sent to the fallback bin for a reason (unsure, nothing to classify, ...), as `logs --summary`
     counts "uncertain"."""
@@ -76,14 +83,12 @@ class SortStats:
         day = local_day(now_s)
         if day > self.day:
             self._new_day(day)
-        oldest = int((now_s - HOUR_S) // 60)
-        for minute in [m for m in self.minutes if m < oldest]:
+        for minute in [m for m in self.minutes if not in_last_hour(m, now_s)]:
             del self.minutes[minute]
 
     def last_hour(self, now_s: float) -> tuple[int, int]:
         """Items and fallback items of the hour before ``now_s``."""
-        oldest = int((now_s - HOUR_S) // 60)
-        rows = [v for m, v in self.minutes.items() if m >= oldest]
+        rows = [v for m, v in self.minutes.items() if in_last_hour(m, now_s)]
         return sum(r[0] for r in rows), sum(r[1] for r in rows)
 
     def to_json(self) -> dict[str, Any]:

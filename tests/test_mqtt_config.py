@@ -12,6 +12,7 @@ import time
 import pytest
 
 from device.cli import main as cli_main
+from device.commands import fleet
 from device.config import parse_config
 from device.errors import ConfigError
 from device.mqtt_config import broker_settings
@@ -84,6 +85,19 @@ def test_counts_are_today_s_and_survive_a_save():
     assert message["items_today"] == 3 and message["bins"] == {"paper": 0, "glass": 3}
     assert message["fallback_rate"] == round(1 / 3, 4) and message["items_last_hour"] == 3
     assert message["last"]["item"] == 4
+
+
+def test_fleet_counts_the_last_hour_as_the_stats_message_does():
+    """Items at 10:00:00, 10:00:30 and 11:00:05; at 11:00:40 the hour before reaches back to
+    10:00:40, inside the 10:00 minute: the publisher counts that minute, and so must fleet."""
+    base = 1_800_000_000 - 1_800_000_000 % 3600  # an hour's start, epoch seconds
+    stats = SortStats()
+    for offset_s in (0, 30, 3605):
+        stats.add({"ts": utc_iso(base + offset_s, ms=True), "item": offset_s, "bin": "glass", "label": "glass"})
+    for now_s, expected in ((base + 3640, 3), (base + 3659, 3), (base + 3660, 1), (base + 3700, 1)):
+        message = stats.message(("glass",), now_s)  # from 10:01 on, only 11:00:05 counts
+        assert message["items_last_hour"] == expected, now_s
+        assert fleet.items_last_hour(message, now_s)[0] == expected, now_s
 
 
 def test_status_message_names_state_and_faults():

@@ -24,7 +24,7 @@ from device.config import load_config
 from device.errors import UsageError
 from device.mqtt_config import broker_settings
 from device.mqtt_link import BrokerLink
-from device.mqtt_stats import HOUR_S
+from device.mqtt_stats import in_last_hour
 from device.runtime_status import parse_utc
 
 CONNECT_TIMEOUT_S = 15.0
@@ -82,13 +82,15 @@ class Fleet:
 
 
 def items_last_hour(stats: dict[str, Any], now_s: float) -> tuple[int | None, float | None]:
-    """Items and fallback rate of the hour before ``now_s``, from the per-minute counts."""
+    """Items and fallback rate of the hour before ``now_s``, from the per-minute counts (keyed by
+    each minute's start, epoch seconds), by the publisher's own rule (:func:`in_last_hour`)."""
     minutes = stats.get("per_minute")
     if not isinstance(minutes, dict):
         return None, None
     items = fallback = 0
     for start, counts in minutes.items():
-        if str(start).isdigit() and int(start) >= now_s - HOUR_S and isinstance(counts, list) and len(counts) == 2:
+        if str(start).isdigit() and in_last_hour(int(start) // 60, now_s) and isinstance(counts, list) \
+                and len(counts) == 2:
             items += int(counts[0]) if isinstance(counts[0], int) else 0
             fallback += int(counts[1]) if isinstance(counts[1], int) else 0
     return items, (fallback / items if items else None)
