@@ -282,6 +282,22 @@ def test_rollback(tmp_path):
     assert _temps(tmp_path) == []
 
 
+def test_rollback_and_restore_to_a_version_whose_board_is_gone_change_nothing(tmp_path):
+    path = tmp_path / "calibration.json"
+    for cal_id in ["a-1", "b-2", "c-3"]:
+        store.save_calibration(path, make_calibration(cal_id), BOARD)
+    (tmp_path / "board-b-2.png").unlink()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(CalibrationError, match="board-b-2.png: board reference image is missing"):
+        store.rollback(path)
+    with pytest.raises(CalibrationError, match="board-b-2.png: board reference image is missing"):
+        store.restore(path, "b-2")
+    assert store.load_calibration(path).id == "c-3"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert store.restore(path, "a-1").id == "a-1"  # its board is there
+    assert [p.name for p in store.history(path)] == ["0002-b-2.json", "0003-c-3.json"]
+
+
 def test_history_pruned_with_its_pictures(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "KEEP_VERSIONS", 2)
     path = tmp_path / "calibration.json"

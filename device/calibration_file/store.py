@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -222,27 +223,34 @@ def _prune(path: Path) -> None:
         log.warning("%s: old calibration versions could not be pruned (%s)", path, exc)
 
 
+def _make_current(path: Path, kept: Path, name_for_current: Callable[[bytes], str], what: str) -> Calibration:
+    """Make the kept version ``kept`` the current calibration: it and its board PNG are checked
+    first, then the current file (if any) is kept in history/ as ``name_for_current(its bytes)``,
+    ``kept`` is written in its place and removed. ``what`` names the step in the error."""
+    calibration = load_calibration(kept)
+    load_board_image(path, calibration)  # its board PNG must still be there
+    restored = read_regular(kept, what="calibration file", error=CalibrationError, limit_bytes=MAX_FILE_BYTES)
+    current = _current_bytes(path)
+    hist = path.parent / HISTORY_DIR
+    try:
+        if current is not None:
+            atomic.write_bytes(hist / name_for_current(current), current)
+        atomic.write_bytes(path, restored)
+        kept.unlink()
+        atomic.fsync_dir(hist)
+    except OSError as exc:
+        raise CalibrationError(f"{path}: {what} failed ({exc})") from exc
+    return calibration
+
+
 def rollback(path: str | Path) -> Calibration:
     """Restore the newest earlier version; the replaced one goes to history/rolled-back-<id>.json."""
     path = Path(path)
     entries = _history(path)
     if not entries:
         raise CalibrationError(f"{path}: no earlier calibration to roll back to")
-    _, previous = entries[-1]
-    calibration = load_calibration(previous)
-    load_board_image(path, calibration)  # its board PNG must still be there
-    hist = path.parent / HISTORY_DIR
-    restored = read_regular(previous, what="calibration file", error=CalibrationError, limit_bytes=MAX_FILE_BYTES)
-    current = _current_bytes(path)
-    try:
-        if current is not None:
-            current_id = _id_of(current, path)
-            atomic.write_bytes(hist / f"rolled-back-{current_id}.json", current)
-        atomic.write_bytes(path, restored)
-        previous.unlink()
-        atomic.fsync_dir(hist)
-    except OSError as exc:
-        raise CalibrationError(f"{path}: rollback failed ({exc})") from exc
+    calibration = _make_current(path, entries[-1][1], lambda current: f"rolled-back-{_id_of(current, path)}.json",
+                                "rollback")
     log.info("rolled back %s to calibration %s", path, calibration.id)
     return calibration
 
@@ -264,20 +272,11 @@ def restore(path: str | Path, calibration_id: str) -> Calibration:
             continue
     if found is None:
         raise CalibrationError(f"{path}: no kept calibration {calibration_id!r} (see calibrate --history)")
-    calibration = load_calibration(found)
-    load_board_image(path, calibration)  # its board PNG must still be there
-    restored = read_regular(found, what="calibration file", error=CalibrationError, limit_bytes=MAX_FILE_BYTES)
-    current = _current_bytes(path)
-    hist = path.parent / HISTORY_DIR
-    try:
-        if current is not None:
-            entries = _history(path)
-            number = entries[-1][0] + 1 if entries else 1
-            atomic.write_bytes(hist / f"{number:04d}-{_id_of(current, path)}.json", current)
-        atomic.write_bytes(path, restored)
-        found.unlink()
-        atomic.fsync_dir(hist)
-    except OSError as exc:
-        raise CalibrationError(f"{path}: restore failed ({exc})") from exc
+
+    def newest_earlier(current: bytes) -> str:
+        entries = _history(path)
+        return f"{(entries[-1][0] + 1 if entries else 1):04d}-{_id_of(current, path)}.json"
+
+    calibration = _make_current(path, found, newest_earlier, "restore")
     log.info("restored calibration %s to %s", calibration.id, path)
     return calibration
