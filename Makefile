@@ -36,8 +36,9 @@ demo: $(VENV)/.device
 	$(VENV)/bin/waste-sorter score-scene --truth $(DEMO)/scene.truth.json --log $(DEMO)/sort.jsonl --reference
 
 # The loop measured on long seeded scenes with every nuisance (README, "The loop"): about
-# two minutes per 120-item scene on two x86 cores.
-SCENES := build/scenes
+# two minutes per 120-item scene on two x86 cores. MODEL=FILE.onnx sorts them with a candidate
+# model instead of the shipped one (its manifest beside it), SCENES=DIR keeps its results apart.
+SCENES ?= build/scenes
 SEEDS ?= 1 2 3
 scenes: $(VENV)/.device
 	mkdir -p $(SCENES)
@@ -46,9 +47,9 @@ scenes: $(VENV)/.device
 			--all-nuisances --seed $$seed --out $(SCENES)/scene-$$seed.mp4 && \
 		rm -f $(SCENES)/sort-$$seed.jsonl && \
 		GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/waste-sorter run --source $(SCENES)/scene-$$seed.mp4 \
-			--log $(SCENES)/sort-$$seed.jsonl > $(SCENES)/run-$$seed.txt 2>&1 && \
+			$(if $(MODEL),--model $(MODEL)) --log $(SCENES)/sort-$$seed.jsonl > $(SCENES)/run-$$seed.txt 2>&1 && \
 		echo "== seed $$seed" && $(VENV)/bin/waste-sorter score-scene --truth $(SCENES)/scene-$$seed.truth.json \
-			--log $(SCENES)/sort-$$seed.jsonl --reference || exit 1; \
+			--log $(SCENES)/sort-$$seed.jsonl --reference $(if $(MODEL),--model $(MODEL)) || exit 1; \
 	done
 
 test: $(VENV)/.test
