@@ -1,10 +1,10 @@
 """Evaluate a model on a folder of labelled photos, through the device's own classifier.
 
-    waste-sorter evaluate --data DIR [--data DIR2 ...] [--model M] [--split S --subset test]
+    waste-sorter evaluate --data DIR [--data DIR2 ...] [--model M [--model M2 ...]] [--split S --subset test]
                           [--out-dir D] [--json] [--relight all | --relight grey,warm,dim,green,textured]
 
 Needs only the device dependencies (onnxruntime, OpenCV, numpy). Without ``--model`` the
-device's default model is evaluated. Class folders are matched to the model's classes by name,
+device's default model is evaluated; with several, their ensemble (:mod:`export.ensemble`). Class folders are matched to the model's classes by name,
 in any case (``Cardboard/`` holds cardboard); a folder may hold only some of the classes.
 Photos that cannot be read are skipped with a warning and listed in the report. With several
 ``--data`` folders (and the split ``train`` wrote for them) each folder is also reported on its
@@ -31,9 +31,9 @@ import json
 import logging
 from pathlib import Path
 
-from device.classifier import Classifier
 from device.errors import DataError, UsageError
 from device.scenes.relight import CONDITIONS
+from export.ensemble import Ensemble
 from export.evaluation import Evaluation, evaluate, merge, photo_lists
 from export.evaluation_report import (folder_summaries, format_conditions, format_folders, format_report,
                                       relit_summary, write_plots)
@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, action="append",
                    help="ImageFolder: one folder per class; repeat for several (each is reported too)")
-    p.add_argument("--model", type=Path, help="ONNX model (default: the device's shipped model)")
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="ONNX model (default: the device's shipped model); repeat to measure several "
+                        "as one ensemble (the mean of their class probabilities, each with its own "
+                        "preprocessing)")
     p.add_argument("--split", type=Path, help="evaluate only one subset of this split manifest")
     p.add_argument("--subset", choices=("train", "val", "test"), default="test")
     p.add_argument("--out-dir", type=Path,
@@ -73,7 +76,7 @@ def relight_names(value: str | None) -> list[str]:
 
 def main(args) -> int:
     conditions = relight_names(args.relight)
-    classifier = Classifier(args.model, threads=args.threads)
+    classifier = Ensemble.load(args.model, threads=args.threads)
     lists = photo_lists(args.data, classifier.classes, args.split, args.subset)
     items = [item for folder in lists.folders for item in folder]
     shown = ", ".join(map(str, args.data))

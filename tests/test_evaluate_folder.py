@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 import export.evaluate
-from helpers import BLUE, GREEN, RED
+from helpers import BLUE, GREEN, RED, colour_contract, colour_model
+from device.classifier import Classifier
 from device.cli import main as cli_main
-from device.errors import DataError
+from device.errors import DataError, UsageError
+from export.ensemble import Ensemble
+from export.package import save_model
 from export.split import scan_image_folder
 
 
@@ -134,3 +137,33 @@ def test_a_photo_gone_after_scoring_loses_only_its_png(tmp_path, colour_model_pa
     assert json.loads(capsys.readouterr().out)["accuracy"] == 0.5
     assert f"could not write the PNGs to {tmp_path / 'pngs'} ({wrong}: " in caplog.text
     assert (tmp_path / "pngs" / "confusion.png").is_file()
+
+
+def test_several_models_are_measured_as_their_ensemble(tmp_path, colour_model_path, capsys):
+    """The mean of the members' probabilities, each with its own preprocessing: a sure, right
+    model outvotes a mildly wrong one that alone gets every photo wrong; classes must agree."""
+    photos = tmp_path / "photos"
+    for name, rgb in (("cardboard", RED), ("glass", GREEN), ("metal", BLUE)):
+        photo(photos / name / f"{name}.jpg", rgb)
+    wrong = tmp_path / "wrong.onnx"
+    save_model(colour_model(size=(32, 24), gain=-5.0), wrong, colour_contract(size=(32, 24)))  # its own input size
+
+    def report(*models):
+        argv = ["evaluate", *[a for m in models for a in ("--model", str(m))], "--data", str(photos), "--json"]
+        assert cli_main(argv) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert report(colour_model_path)["accuracy"] == 1.0 and report(wrong)["accuracy"] == 0.0
+    both = report(colour_model_path, wrong)
+    assert both["accuracy"] == 1.0 and both["model"] == f"{colour_model_path} + {wrong}"
+    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(photos.rglob("*.jpg"))]
+    with Classifier(colour_model_path) as right, Classifier(wrong) as bad, Ensemble([right, bad]) as ensemble:
+        np.testing.assert_allclose(ensemble.probabilities(images),
+                                   (right.probabilities(images) + bad.probabilities(images)) / 2)
+
+    reordered = tmp_path / "reordered.onnx"
+    classes = ("glass", "cardboard", "metal")
+    save_model(colour_model(classes), reordered, colour_contract(classes))
+    assert cli_main(["evaluate", "--model", str(colour_model_path), "--model", str(reordered),
+                     "--data", str(photos)]) == UsageError.exit_code
+    assert "differ" in capsys.readouterr().err
