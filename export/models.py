@@ -91,7 +91,11 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def load_teacher(path: Path, classes: tuple[str, ...], device: torch.device) -> nn.Module:
-    """A trained checkpoint as a frozen teacher for distillation (eval mode, on ``device``)."""
+    """A trained checkpoint, or a ResNet-34 ONNX model this project exported (fp32 or int8, such
+    as the shipped one), as a frozen teacher for distillation (eval mode, on ``device``)."""
+    if Path(path).suffix == ".onnx":
+        teacher = _onnx_teacher(Path(path), classes)
+        return teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
     ckpt = load_checkpoint(path)
     if list(ckpt["classes"]) != list(classes):
         raise DataError(f"{path}: teacher classes {ckpt['classes']} differ from the data's")
@@ -101,6 +105,25 @@ def load_teacher(path: Path, classes: tuple[str, ...], device: torch.device) -> 
     except (KeyError, RuntimeError) as exc:
         raise unfit(path, exc, "teacher weights do not fit") from None
     return teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
+def _onnx_teacher(path: Path, classes: tuple[str, ...]) -> nn.Module:
+    """A ResNet-34 with the weights of an exported ONNX model: its batch norms are folded into the
+    convolutions, so in eval mode the network computes what the ONNX model does (int8 weights
+    dequantized, activations in float)."""
+    from device.contract import KEY_CONTRACT, ModelContract
+    from device.errors import ModelError
+    from export.onnx_weights import read_onnx
+    from export.package import metadata_of
+
+    metadata = metadata_of(read_onnx(path))
+    try:
+        theirs = ModelContract.from_json(metadata[KEY_CONTRACT]).classes
+    except (KeyError, ModelError) as exc:
+        raise DataError(f"{path}: not a model exported by waste-sorter (no readable contract: {exc})") from None
+    if list(theirs) != list(classes):
+        raise DataError(f"{path}: teacher classes {list(theirs)} differ from the data's {list(classes)}")
+    return build_model("resnet34", len(classes), str(path))
 
 
 def unfit(path: Path, exc: Exception, what: str = "weights do not fit this model") -> DataError:

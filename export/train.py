@@ -97,7 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of training photos given a recorded video's artefacts: compression, "
                         "slight blur (with --flatfield border)")
     p.add_argument("--teacher", type=Path, action="append",
-                   help="checkpoint of a trained teacher to distil from; repeat for an ensemble")
+                   help="checkpoint of a trained teacher to distil from, or a ResNet-34 ONNX model this "
+                        "project exported (the shipped int8 one too); repeat for an ensemble")
     p.add_argument("--teacher-view", choices=("same", "photo"), default="same",
                    help="what the teachers label: the student's augmented batch (same) or each photo as it "
                         "is under the same crop and colour (photo: one target for every board and light)")

@@ -73,3 +73,32 @@ def test_an_onnx_that_is_not_a_resnet34_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="not a readable ONNX model"):
         (tmp_path / "junk.onnx").write_bytes(b"not onnx")
         build_model("resnet34", 3, str(tmp_path / "junk.onnx"))
+
+
+def test_the_shipped_onnx_is_a_teacher_that_labels_as_it_does(shipped_and_inputs, tmp_path):
+    """``train --teacher MODEL.onnx``: the frozen teacher gives the shipped model's labels, and a
+    model of other classes, or an ONNX file that is no exported model, is a one-line error."""
+    from helpers import colour_contract, colour_model
+    from device.errors import DataError
+    from export.loss import teacher_targets
+    from export.models import load_teacher
+    from export.package import save_model
+
+    classifier, inputs = shipped_and_inputs
+    teacher = load_teacher(SHIPPED, classifier.classes, torch.device("cpu"))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    probs, features = teacher_targets([teacher], torch.from_numpy(inputs), temperature=1.0)
+    shipped = classifier.logits(inputs)
+    assert (probs.numpy().argmax(1) == shipped.argmax(1)).all()
+    assert features.shape == (len(inputs), 512)
+
+    with pytest.raises(DataError, match="teacher classes .* differ from the data's"):
+        load_teacher(SHIPPED, tuple(reversed(classifier.classes)), torch.device("cpu"))
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(colour_model().SerializeToString())  # an ONNX model without the contract
+    with pytest.raises(DataError, match="not a model exported by waste-sorter"):
+        load_teacher(bare, classifier.classes, torch.device("cpu"))
+    colour = tmp_path / "colour.onnx"
+    save_model(colour_model(), colour, colour_contract())
+    with pytest.raises(DataError, match="teacher classes"):
+        load_teacher(colour, classifier.classes, torch.device("cpu"))
