@@ -22,27 +22,15 @@ torch = pytest.importorskip("torch")  # the train extra
 from device.cli import main as cli_main  # noqa: E402
 from export.loader import EpochBatches  # noqa: E402
 from export.models import load_checkpoint  # noqa: E402
-from helpers import TRASHNET  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PER_CLASS = 8
-#: 38 training photos: 19 a process, 4 steps an epoch of 4 photos each (a global batch of 8).
+#: small_trashnet (helpers.PER_CLASS = 8 photos a class): 38 training photos, 19 a process, 4 steps an
+#: epoch of 4 photos each (a global batch of 8).
 TINY = ["--val-frac", "0.1", "--test-frac", "0.1", "--input-size", "64", "--batch-size", "4", "--no-amp",
         "--arch", "efficientnet_lite0", "--init", "scratch", "--opt", "adamw", "--lr", "1e-3",
         "--flatfield", "none", "--model-ema-decay", "0.9"]
 STEPS_PER_EPOCH_2 = 4  # 19 // 4
 NO_CUDA = not torch.cuda.is_available()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    """PER_CLASS real TrashNet photos per class (symlinks into ../shared)."""
-    root = tmp_path_factory.mktemp("photos")
-    for class_dir in sorted(p for p in TRASHNET.iterdir() if p.is_dir()):
-        (root / class_dir.name).mkdir()
-        for photo in sorted(class_dir.glob("*.jpg"))[:PER_CLASS]:
-            (root / class_dir.name / photo.name).symlink_to(photo)
-    return root
 
 
 def torchrun(nproc: int, *args: str, timeout_s: float = 240) -> subprocess.CompletedProcess:
@@ -63,11 +51,11 @@ def epoch_lines(out: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def two_process_run(photos, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def two_process_run(small_trashnet, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """Two epochs by two processes: (output dir, weights log, torchrun's result)."""
     tmp = tmp_path_factory.mktemp("ddp")
     out, log = tmp / "run", tmp / "weights"
-    result = torchrun(2, "--data", str(photos), "--output-dir", str(out), "--epochs", "2",
+    result = torchrun(2, "--data", str(small_trashnet), "--output-dir", str(out), "--epochs", "2",
                       "--debug-weights-log", str(log), *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, log, result
@@ -94,10 +82,10 @@ def test_two_processes_keep_one_set_of_weights_and_rank_0_alone_writes(two_proce
 
 @pytest.mark.slow
 def test_resume_after_a_stop_with_two_processes_ends_where_one_run_would_and_one_process_carries_on(
-        photos, two_process_run, tmp_path, capsys):
+        small_trashnet, two_process_run, tmp_path, capsys):
     once, _, _ = two_process_run
     stopped = tmp_path / "stopped"
-    base = ["--data", str(photos), "--epochs", "2", *TINY]
+    base = ["--data", str(small_trashnet), "--epochs", "2", *TINY]
     first = torchrun(2, "--output-dir", str(stopped), "--stop-after-epoch", "1", *base)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "stopped after epoch 1 of 2" in first.stdout
@@ -120,10 +108,11 @@ def test_resume_after_a_stop_with_two_processes_ends_where_one_run_would_and_one
 
 
 @pytest.mark.slow
-def test_a_killed_rank_ends_every_rank_with_an_error_within_seconds(photos, tmp_path):
+def test_a_killed_rank_ends_every_rank_with_an_error_within_seconds(small_trashnet, tmp_path):
     log = tmp_path / "weights"
     run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            "-m", "export.train", "--data", str(photos), "--output-dir", str(tmp_path / "run"),
+                            "-m", "export.train", "--data", str(small_trashnet),
+                            "--output-dir", str(tmp_path / "run"),
                             "--epochs", "500", "--dist-timeout-s", "30", "--debug-weights-log", str(log), *TINY],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -151,10 +140,10 @@ def test_a_killed_rank_ends_every_rank_with_an_error_within_seconds(photos, tmp_
 
 
 @pytest.mark.slow
-def test_the_number_of_data_loader_workers_does_not_change_the_weights(photos, tmp_path, capsys):
+def test_the_number_of_data_loader_workers_does_not_change_the_weights(small_trashnet, tmp_path, capsys):
     for workers in ("1", "2"):
-        assert cli_main(["train", "--data", str(photos), "--output-dir", str(tmp_path / workers), "--epochs", "1",
-                         "--workers", workers, *TINY, "--flatfield", "border", "--mixup", "0.5"]) == 0
+        assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path / workers),
+                         "--epochs", "1", "--workers", workers, *TINY, "--flatfield", "border", "--mixup", "0.5"]) == 0
     assert "images/s: student" in capsys.readouterr().out
     a, b = (load_checkpoint(tmp_path / w / "checkpoint.pth") for w in ("1", "2"))
     assert [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])] == []
@@ -176,10 +165,11 @@ def test_each_rank_takes_its_own_share_of_an_epoch_in_whole_batches():
     assert shares[0] != shares[1]  # another order each epoch
 
 
-def test_cuda_asked_for_without_a_gpu_is_one_line(photos, tmp_path, capsys):
+def test_cuda_asked_for_without_a_gpu_is_one_line(small_trashnet, tmp_path, capsys):
     if not NO_CUDA:
         pytest.skip("a CUDA GPU is present: the error for its absence cannot happen here")
-    assert cli_main(["train", "--data", str(photos), "--output-dir", str(tmp_path), "--device", "cuda", *TINY]) == 2
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--device", "cuda",
+                     *TINY]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("waste-sorter train: error: --device cuda: no CUDA GPU here") and "\n" not in err
 
@@ -187,19 +177,20 @@ def test_cuda_asked_for_without_a_gpu_is_one_line(photos, tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [(["--sync-bn"], "--sync-bn needs GPUs"),
                                             (["--workers", "-1"], "--workers -1: must be 0 or more"),
                                             (["--stop-after-epoch", "0"], "must be at least 1")])
-def test_bad_distributed_options_are_one_line(photos, tmp_path, capsys, extra, message):
-    code = cli_main(["train", "--data", str(photos), "--output-dir", str(tmp_path), "--device", "cpu", *TINY, *extra])
+def test_bad_distributed_options_are_one_line(small_trashnet, tmp_path, capsys, extra, message):
+    code = cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--device", "cpu",
+                     *TINY, *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err
 
 
 @pytest.mark.skipif(NO_CUDA, reason="no CUDA GPU on this machine")
 @pytest.mark.slow
-def test_one_gpu_with_workers_and_bf16_writes_each_stage_throughput(photos, tmp_path):
+def test_one_gpu_with_workers_and_bf16_writes_each_stage_throughput(small_trashnet, tmp_path):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     gpu = ["--device", "cuda", "--workers", "2", *[a for a in TINY if a != "--no-amp"]]
-    assert cli_main(["train", "--data", str(photos), "--output-dir", str(teacher), "--epochs", "1", *gpu]) == 0
-    assert cli_main(["train", "--data", str(photos), "--output-dir", str(student), "--epochs", "2",
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(teacher), "--epochs", "1", *gpu]) == 0
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(student), "--epochs", "2",
                      "--split", str(teacher / "split.json"), "--teacher", str(teacher / "checkpoint.pth"), *gpu]) == 0
     history = load_checkpoint(student / "checkpoint.pth")["history"]
     assert all(set(h["throughput"]["images_per_s"]) == {"student", "teachers", "data"} for h in history)
@@ -208,9 +199,9 @@ def test_one_gpu_with_workers_and_bf16_writes_each_stage_throughput(photos, tmp_
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="fewer than two CUDA GPUs on this machine")
 @pytest.mark.slow
-def test_two_gpus_under_torchrun_on_nccl_keep_one_set_of_weights(photos, tmp_path):
+def test_two_gpus_under_torchrun_on_nccl_keep_one_set_of_weights(small_trashnet, tmp_path):
     log = tmp_path / "weights"
-    result = torchrun(2, "--data", str(photos), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
+    result = torchrun(2, "--data", str(small_trashnet), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
                       "--device", "cuda", "--sync-bn", "--debug-weights-log", str(log), *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert weights_log(log, 0) == weights_log(log, 1)

@@ -18,21 +18,7 @@ from export.evaluate import Evaluation  # noqa: E402
 from export.models import checkpoint_weights, load_checkpoint  # noqa: E402
 from export.package import read_metadata  # noqa: E402
 from export.split import load_split, make_split  # noqa: E402
-
-PER_CLASS = 8
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory, ) -> Path:
-    """An ImageFolder of PER_CLASS real TrashNet photos per class (symlinks into ../shared)."""
-    from helpers import TRASHNET
-
-    root = tmp_path_factory.mktemp("data")
-    for class_dir in sorted(p for p in TRASHNET.iterdir() if p.is_dir()):
-        (root / class_dir.name).mkdir()
-        for photo in sorted(class_dir.glob("*.jpg"))[:PER_CLASS]:
-            (root / class_dir.name / photo.name).symlink_to(photo)
-    return root
+from helpers import PER_CLASS  # noqa: E402
 
 
 def test_split_is_deterministic_and_stratified(trashnet):
@@ -48,15 +34,15 @@ def test_split_is_deterministic_and_stratified(trashnet):
     assert sum(1 for _, label in a.files["val"] if label == trash) == round(116 * 0.10)
 
 
-def test_split_manifest_round_trip_and_tampering(small_data, tmp_path):
-    split = make_split(small_data, val_frac=0.25, test_frac=0.25, seed=3)
+def test_split_manifest_round_trip_and_tampering(small_trashnet, tmp_path):
+    split = make_split(small_trashnet, val_frac=0.25, test_frac=0.25, seed=3)
     split.save(tmp_path / "split.json")
-    assert load_split(tmp_path / "split.json", small_data).sha256 == split.sha256
+    assert load_split(tmp_path / "split.json", small_trashnet).sha256 == split.sha256
     raw = json.loads((tmp_path / "split.json").read_text())
     raw["train"] = raw["train"][1:]
     (tmp_path / "split.json").write_text(json.dumps(raw))
     with pytest.raises(DataError, match="hash does not match"):
-        load_split(tmp_path / "split.json", small_data)
+        load_split(tmp_path / "split.json", small_trashnet)
 
 
 def test_evaluation_figures_are_exact():
@@ -78,38 +64,38 @@ TRAIN = ["--val-frac", "0.25", "--test-frac", "0.25", "--input-size", "64", "--b
 
 
 @pytest.mark.slow
-def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
+def test_train_export_quantize_evaluate(small_trashnet, tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(teacher), "--arch",
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(teacher), "--arch",
                      "efficientnet_lite0", "--init", "imagenet", "--opt", "adamw", "--lr", "1e-3", *TRAIN]) == 0
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(student), "--split",
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(student), "--split",
                      str(teacher / "split.json"), "--teacher", str(teacher / "checkpoint.pth"),  # an ensemble of two
                      "--teacher", str(teacher / "checkpoint.pth"), "--mixup", "0.5", "--teacher-view", "photo",
                      "--min-input-size", "32", *TRAIN]) == 0
     fp32, int8 = tmp_path / "m-fp32.onnx", tmp_path / "m-int8.onnx"
-    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
+    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_trashnet),
                      "--split", str(teacher / "split.json"), "--out", str(fp32), "--parity-photos", "4"]) == 0
     assert "max |Δlogit|" in capsys.readouterr().out
     refused_fp32 = tmp_path / "refused-fp32.onnx"  # a parity limit no export meets: nothing is left
-    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
+    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_trashnet),
                      "--split", str(teacher / "split.json"), "--out", str(refused_fp32), "--parity-photos", "4",
                      "--max-delta", "-1"]) == 79
     assert "ONNX output differs from PyTorch" in capsys.readouterr().err
     assert not refused_fp32.exists() and not refused_fp32.with_suffix(".manifest.json").exists()
     # A refused export onto a good model's path leaves that model and its manifest as they were.
     good = fp32.read_bytes(), fp32.with_suffix(".manifest.json").read_bytes()
-    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_data),
+    assert cli_main(["export", "--checkpoint", str(student / "checkpoint.pth"), "--data", str(small_trashnet),
                      "--split", str(teacher / "split.json"), "--out", str(fp32), "--parity-photos", "4",
                      "--max-delta", "-1"]) == 79
     assert "nothing written" in capsys.readouterr().err
     assert (fp32.read_bytes(), fp32.with_suffix(".manifest.json").read_bytes()) == good
-    assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
+    assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_trashnet), "--split",
                      str(teacher / "split.json"), "--out", str(int8), "--calibration-photos", "8",
                      "--max-drop", "100", "--report", str(tmp_path / "q.json")]) == 0
     # Every convolution and residual Add runs in int8 once onnxruntime has optimised the graph.
     assert json.loads((tmp_path / "q.json").read_text())["fp32_ops_left"] == {}
     refused = tmp_path / "refused.onnx"  # a guard no model passes: nothing may be written
-    assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_data), "--split",
+    assert cli_main(["quantize", "--model", str(fp32), "--data", str(small_trashnet), "--split",
                      str(teacher / "split.json"), "--out", str(refused), "--calibration-photos", "8",
                      "--max-drop", "-101"]) == 79
     assert "nothing written" in capsys.readouterr().err
@@ -118,62 +104,62 @@ def test_train_export_quantize_evaluate(small_data, tmp_path, capsys):
     contract = ModelContract.from_json(meta[KEY_CONTRACT])
     assert contract.classes == ("cardboard", "glass", "metal", "paper", "plastic", "trash")
     assert (contract.input_width, contract.input_height) == (64, 48)
-    assert meta[KEY_SPLIT_SHA256] == load_split(teacher / "split.json", small_data).sha256
+    assert meta[KEY_SPLIT_SHA256] == load_split(teacher / "split.json", small_trashnet).sha256
     assert "test_acc_int8" in json.loads(meta[KEY_METRICS])
     classifier = Classifier(int8)  # the device loads it: manifest SHA-256 and contract check out
     assert classifier.classes == contract.classes
     manifest = json.loads(int8.with_suffix(".manifest.json").read_text())
     assert manifest["sha256"] == classifier.sha256
     capsys.readouterr()
-    assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_data), "--json",
+    assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_trashnet), "--json",
                      "--out-dir", str(tmp_path / "eval")]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == sum(1 for p in small_data.rglob("*.jpg")) == 6 * PER_CLASS
+    assert report["n"] == sum(1 for p in small_trashnet.rglob("*.jpg")) == 6 * PER_CLASS
     assert {c: m["n"] for c, m in report["per_class"].items()} == {c: PER_CLASS for c in contract.classes}
     assert report["skipped"] == []
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
     # On the test split, evaluate scores exactly what quantize recorded for the int8 model.
-    assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_data), "--json", "--split",
+    assert cli_main(["evaluate", "--model", str(int8), "--data", str(small_trashnet), "--json", "--split",
                      str(teacher / "split.json"), "--subset", "test"]) == 0
     report = json.loads(capsys.readouterr().out)
     quantized = json.loads(meta[KEY_METRICS])
     assert (report["n"], report["accuracy"]) == (quantized["test_n"], quantized["test_acc_int8"])
 
 
-def test_find_lr_writes_plot(small_data, tmp_path, capsys):
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--find-lr", *TRAIN]) == 0
+def test_find_lr_writes_plot(small_trashnet, tmp_path, capsys):
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--find-lr", *TRAIN]) == 0
     assert "suggested --lr" in capsys.readouterr().out
     assert (tmp_path / "lr_find.png").stat().st_size > 1000
 
 
-def test_damaged_checkpoint_is_a_clear_error(small_data, tmp_path, capsys):
+def test_damaged_checkpoint_is_a_clear_error(small_trashnet, tmp_path, capsys):
     (tmp_path / "checkpoint.pth").write_bytes(b"PK\x03\x04 not really a zip")
-    code = cli_main(["export", "--checkpoint", str(tmp_path / "checkpoint.pth"), "--data", str(small_data),
+    code = cli_main(["export", "--checkpoint", str(tmp_path / "checkpoint.pth"), "--data", str(small_trashnet),
                      "--out", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err.strip()
     assert code == DataError.exit_code
     assert err.startswith("waste-sorter export: error:") and "damaged" in err and "\n" not in err
-    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *TRAIN])
+    code = cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--resume", *TRAIN])
     assert code == DataError.exit_code and "damaged or foreign" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [[], ["--teacher", "t.pth", "--flatfield", "none"]])
-def test_teacher_view_photo_without_a_teacher_or_a_board_is_refused(small_data, tmp_path, capsys, extra):
-    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--teacher-view", "photo",
+def test_teacher_view_photo_without_a_teacher_or_a_board_is_refused(small_trashnet, tmp_path, capsys, extra):
+    code = cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--teacher-view", "photo",
                      *extra, *TRAIN])
     err = capsys.readouterr().err.strip()
     assert code == UsageError.exit_code and "--teacher-view photo needs --teacher" in err and "\n" not in err
     assert not (tmp_path / "split.json").exists(), "refused before anything is written"
 
 
-def test_damaged_data_folder_is_a_clear_error(small_data, tmp_path, capsys):
+def test_damaged_data_folder_is_a_clear_error(small_trashnet, tmp_path, capsys):
     assert cli_main(["train", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o"), *TRAIN]) == 65
     assert "data folder does not exist" in capsys.readouterr().err
     broken = tmp_path / "broken"
     for c in ("a", "b"):
         (broken / c).mkdir(parents=True)
         for i in range(6):
-            (broken / c / f"{i}.jpg").write_bytes((small_data / "glass").iterdir().__next__().read_bytes())
+            (broken / c / f"{i}.jpg").write_bytes((small_trashnet / "glass").iterdir().__next__().read_bytes())
     (broken / "b" / "5.jpg").write_bytes(b"\xff\xd8 truncated")
     assert cli_main(["train", "--data", str(broken), "--output-dir", str(tmp_path / "o2"), "--val-frac", "0",
                      "--test-frac", "0", "--batch-size", "4", "--epochs", "1", "--no-amp"]) == 65
@@ -193,10 +179,10 @@ def test_checkpoint_weights_takes_the_better_of_raw_and_ema_on_validation():
         checkpoint_weights(ckpt, "newest")
 
 
-def test_train_on_val_trains_on_train_and_val_and_scores_nothing_on_them(small_data, tmp_path, capsys):
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--train-on-val",
+def test_train_on_val_trains_on_train_and_val_and_scores_nothing_on_them(small_trashnet, tmp_path, capsys):
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--train-on-val",
                      *TRAIN]) == 0
-    split = load_split(tmp_path / "split.json", small_data)
+    split = load_split(tmp_path / "split.json", small_trashnet)
     n_fit = len(split.files["train"]) + len(split.files["val"])
     assert f"{n_fit} train / 0 val photos" in capsys.readouterr().out
     ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
@@ -208,7 +194,7 @@ def test_train_on_val_trains_on_train_and_val_and_scores_nothing_on_them(small_d
 TWO_EPOCHS = [*TRAIN[:TRAIN.index("--epochs")], "--epochs", "2", *TRAIN[TRAIN.index("--epochs") + 2:]]
 
 
-def test_resume_refuses_changed_arguments(small_data, tmp_path, capsys):
+def test_resume_refuses_changed_arguments(small_trashnet, tmp_path, capsys):
     saved = {"arch": "resnet34", "lr": 0.1, "batch_size": 8, "epochs": 2, "init": "scratch",
              "data": "elsewhere", "device": "cuda", "split": None, "teacher": None,
              "flatfield": "border", "relight_prob": 0.8, "camera_prob": 0.5,
@@ -217,7 +203,7 @@ def test_resume_refuses_changed_arguments(small_data, tmp_path, capsys):
                tmp_path / "checkpoint.pth")
     changed = [*TWO_EPOCHS, "--lr", "0.05", "--init", "imagenet", "--device", "cpu"]  # these two don't count
     changed[changed.index("--batch-size") + 1] = "4"
-    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *changed])
+    code = cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--resume", *changed])
     err = capsys.readouterr().err.strip()
     assert code == DataError.exit_code and "\n" not in err
     assert "--resume: checkpoint was trained with lr=0.1, not 0.05; batch_size=8, not 4 (" in err
@@ -260,13 +246,13 @@ def test_resuming_from_a_damaged_checkpoint_is_a_one_line_error_naming_it(tmp_pa
 
 
 @pytest.mark.parametrize("saved_args", [["arch", "resnet34"], None, "resnet34"])
-def test_a_checkpoint_whose_args_are_no_table_is_a_one_line_error_naming_it(small_data, tmp_path, capsys,
+def test_a_checkpoint_whose_args_are_no_table_is_a_one_line_error_naming_it(small_trashnet, tmp_path, capsys,
                                                                              saved_args):
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": {}, "args": saved_args, "classes": [], "contract": "{}", "split_sha256": ""}, path)
     with pytest.raises(DataError, match="damaged or foreign checkpoint"):
         load_checkpoint(path)
-    code = cli_main(["train", "--data", str(small_data), "--output-dir", str(tmp_path), "--resume", *TWO_EPOCHS])
+    code = cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(tmp_path), "--resume", *TWO_EPOCHS])
     err = capsys.readouterr().err.strip()
     assert code == DataError.exit_code and "\n" not in err and str(path) in err
 
@@ -287,11 +273,11 @@ def test_an_ensemble_of_teachers_labels_with_the_mean_probability_and_concatenat
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_training_equals_one_run(small_data, tmp_path, capsys, monkeypatch):
+def test_interrupted_and_resumed_training_equals_one_run(small_trashnet, tmp_path, capsys, monkeypatch):
     import export.train as train
 
     once, twice = tmp_path / "once", tmp_path / "twice"
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(once), *TWO_EPOCHS]) == 0
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(once), *TWO_EPOCHS]) == 0
     real_save = train.save_checkpoint
 
     def save_then_stop(state, path):  # Ctrl-C right after the first epoch's checkpoint
@@ -300,10 +286,10 @@ def test_interrupted_and_resumed_training_equals_one_run(small_data, tmp_path, c
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(twice), *TWO_EPOCHS]) == 130
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(twice), *TWO_EPOCHS]) == 130
     monkeypatch.undo()
     capsys.readouterr()
-    assert cli_main(["train", "--data", str(small_data), "--output-dir", str(twice), "--resume",
+    assert cli_main(["train", "--data", str(small_trashnet), "--output-dir", str(twice), "--resume",
                      "--init", "imagenet", *TWO_EPOCHS]) == 0  # "scratch" on resume: no download
     assert "at epoch 1" in capsys.readouterr().out
     a, b = load_checkpoint(once / "checkpoint.pth"), load_checkpoint(twice / "checkpoint.pth")
@@ -315,13 +301,13 @@ def test_interrupted_and_resumed_training_equals_one_run(small_data, tmp_path, c
     assert timeless == [{**h, "seconds": 0, "throughput": 0} for h in b["history"]]
 
 
-def test_foreign_weights_and_another_split_are_clear_errors(small_data, tmp_path, capsys):
-    split = make_split(small_data, val_frac=0.25, test_frac=0.25, seed=0)
+def test_foreign_weights_and_another_split_are_clear_errors(small_trashnet, tmp_path, capsys):
+    split = make_split(small_trashnet, val_frac=0.25, test_frac=0.25, seed=0)
     split.save(tmp_path / "split.json")
     ckpt = {"model": {"fc.weight": torch.zeros(6, 512)}, "args": {"arch": "resnet34"}, "classes": list(split.classes),
             "contract": ModelContract(split.classes, 64, 48).to_json(), "split_sha256": split.sha256}
     path = tmp_path / "checkpoint.pth"
-    export = ["export", "--checkpoint", str(path), "--data", str(small_data), "--out", str(tmp_path / "m.onnx")]
+    export = ["export", "--checkpoint", str(path), "--data", str(small_trashnet), "--out", str(tmp_path / "m.onnx")]
 
     def error(argv) -> str:
         assert cli_main(argv) == DataError.exit_code
@@ -331,7 +317,7 @@ def test_foreign_weights_and_another_split_are_clear_errors(small_data, tmp_path
 
     torch.save(ckpt, path)
     assert "weights do not fit this model (Error(s) in loading state_dict for ResNet: Missing key" in error(export)
-    assert "teacher weights do not fit" in error(["train", "--data", str(small_data), "--output-dir",
+    assert "teacher weights do not fit" in error(["train", "--data", str(small_trashnet), "--output-dir",
                                                   str(tmp_path / "o"), "--split", str(tmp_path / "split.json"),
                                                   "--teacher", str(path), *TRAIN])
     torch.save({**ckpt, "args": {}}, path)
