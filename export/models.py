@@ -111,16 +111,9 @@ def _onnx_teacher(path: Path, classes: tuple[str, ...]) -> nn.Module:
     """A ResNet-34 with the weights of an exported ONNX model: its batch norms are folded into the
     convolutions, so in eval mode the network computes what the ONNX model does (int8 weights
     dequantized, activations in float)."""
-    from device.contract import KEY_CONTRACT, ModelContract
-    from device.errors import ModelError
-    from export.onnx_weights import read_onnx
-    from export.package import metadata_of
+    from export.onnx_weights import model_classes
 
-    metadata = metadata_of(read_onnx(path))
-    try:
-        theirs = ModelContract.from_json(metadata[KEY_CONTRACT]).classes
-    except (KeyError, ModelError) as exc:
-        raise DataError(f"{path}: not a model exported by waste-sorter (no readable contract: {exc})") from None
+    theirs = model_classes(path)
     if list(theirs) != list(classes):
         raise DataError(f"{path}: teacher classes {list(theirs)} differ from the data's {list(classes)}")
     return build_model("resnet34", len(classes), str(path))

@@ -143,14 +143,25 @@ def restore_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int = 
         bn.bias.copy_(mean + shift)
 
 
+def model_classes(path: Path) -> tuple[str, ...]:
+    """The classes of an ONNX model this project exported (its contract's); a file that is none
+    is a one-line DataError."""
+    from device.contract import KEY_CONTRACT, ModelContract
+    from device.errors import ModelError
+    from export.package import metadata_of
+
+    metadata = metadata_of(read_onnx(path))
+    try:
+        return ModelContract.from_json(metadata[KEY_CONTRACT]).classes
+    except (KeyError, ModelError) as exc:
+        raise DataError(f"{path}: not a model exported by waste-sorter (no readable contract: {exc})") from None
+
+
 def warn_other_classes(model_path: Path, classes: tuple[str, ...]) -> None:
     """Say so when a model to start from has other classes than the data (or in another order)."""
-    from device.contract import KEY_CONTRACT, ModelContract
-    from export.package import read_metadata
-
     try:
-        theirs = ModelContract.from_json(read_metadata(model_path)[KEY_CONTRACT]).classes
-    except Exception:  # no readable contract: loading the weights says what is wrong with the file
+        theirs = model_classes(model_path)
+    except DataError:  # no readable contract: loading the weights says what is wrong with the file
         return
     if tuple(theirs) != tuple(classes):
         log.warning("--init %s: its classes (%s) are not the data's (%s): its last layer does not stand for "
