@@ -20,13 +20,13 @@ RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size",
                "train_on_val", "limit_per_class", "input_size", "input_height", "min_input_size",
                "mixup", "label_smoothing", "min_crop_scale", "teacher", "kd_weight", "kd_temperature",
                "feature_weight", "model_ema_decay", "split", "flatfield", "relight_prob", "camera_prob",
-               "textured_board_prob", "replay_per_class", "teacher_view", "label_map")
+               "textured_board_prob", "replay_per_class", "teacher_view", "label_map", "teacher_for")
 
 
 #: What a checkpoint written before --flatfield, --relight-prob, --camera-prob,
-#: --textured-board-prob or --teacher-view existed was trained with.
+#: --textured-board-prob, --teacher-view or --teacher-for existed was trained with.
 OLDER_CHECKPOINT_DEFAULTS = {"flatfield": "none", "relight_prob": 0.0, "camera_prob": 0.0,
-                             "textured_board_prob": 0.0, "teacher_view": "same"}
+                             "textured_board_prob": 0.0, "teacher_view": "same", "teacher_for": None}
 
 
 def resume_mismatches(saved: dict, args) -> list[str]:

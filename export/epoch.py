@@ -30,7 +30,8 @@ def in_memory_batches(data, augment, args, photo_view: bool):
     for step in range(data.steps_per_epoch(args.batch_size)):
         idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
         t0 = time.perf_counter()
-        batch = make_batch(data.images[idx], data.allowed[idx], augment, args.mixup, photo_view)
+        shares = None if data.teacher_shares is None else data.teacher_shares[idx]
+        batch = make_batch(data.images[idx], data.allowed[idx], augment, args.mixup, photo_view, shares)
         yield batch._replace(seconds=time.perf_counter() - t0)
 
 

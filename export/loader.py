@@ -71,11 +71,12 @@ class EpochBatches(Sampler):
 class AugmentedBatches(Dataset):
     """``dataset[(epoch, step, indices)]``: those training photos decoded and made into a
     :class:`export.loss.Batch` under the batch's own seed; a photo that cannot be read comes
-    back as the batch's one-line ``error`` (the training process raises it)."""
+    back as the batch's one-line ``error`` (the training process raises it). ``shares``: the
+    photos' teacher shares (:mod:`export.teacher_sources`; None: every teacher labels every photo)."""
 
     def __init__(self, items: list[tuple[Path, int]], allowed: torch.Tensor, augment, *, mixup: float,
-                 photo_view: bool, seed: int, rank: int):
-        self.items, self.allowed, self.augment = items, allowed, augment
+                 photo_view: bool, seed: int, rank: int, shares: torch.Tensor | None = None):
+        self.items, self.allowed, self.augment, self.shares = items, allowed, augment, shares
         self.mixup, self.photo_view, self.seed, self.rank = mixup, photo_view, seed, rank
 
     def __len__(self) -> int:
@@ -91,7 +92,8 @@ class AugmentedBatches(Dataset):
             except SorterError as exc:
                 return Batch(None, None, None, None, error=str(exc))
             images = torch.from_numpy(photos).permute(0, 3, 1, 2).contiguous()
-            batch = make_batch(images, self.allowed[indices], self.augment, self.mixup, self.photo_view)
+            shares = None if self.shares is None else self.shares[indices]
+            batch = make_batch(images, self.allowed[indices], self.augment, self.mixup, self.photo_view, shares)
         return batch._replace(seconds=time.perf_counter() - t0)
 
 
@@ -102,14 +104,15 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def make_loader(items: list[tuple[Path, int]], allowed: torch.Tensor, augment, args, *, workers: int, rank: int,
-                world_size: int, device: torch.device, photo_view: bool) -> DataLoader:
+                world_size: int, device: torch.device, photo_view: bool,
+                shares: torch.Tensor | None = None) -> DataLoader:
     """Batches of ``args.batch_size`` for this rank, made by ``workers`` worker processes
     (0: in the training process), pinned for a GPU, workers kept across epochs; call
     ``loader.sampler.set_epoch(epoch)`` before each epoch. Workers are spawned, not forked: a
     child forked from a process whose OpenMP or OpenCV threads ran hangs on their locks (seen)."""
     batches = EpochBatches(len(items), args.batch_size, rank=rank, world_size=world_size, seed=args.seed)
     dataset = AugmentedBatches(items, allowed, augment, mixup=args.mixup, photo_view=photo_view, seed=args.seed,
-                               rank=rank)
+                               rank=rank, shares=shares)
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None, worker_init_fn=_worker_init if workers > 0 else None,

@@ -10,7 +10,8 @@ mixing while the student sees it on its random board and light (the teacher's la
 photo is the target for every light the student meets, as Noisy Student's clean teacher),
 and the student also matches the teachers' pooled features (concatenated, so a teacher with
 larger features weighs more in the cosine; the ensembles here are of one architecture) through
-a projection used only in training.
+a projection used only in training. With ``--teacher-for`` each photo is labelled by the teachers
+of its source alone (:func:`shared_teacher_targets`, :mod:`export.teacher_sources`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from export.data import mix_pairs, resize_batch
-from export.models import Student, forward_features
+from export.models import Student, feature_dim, forward_features
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -51,12 +52,42 @@ def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torc
     return torch.stack(probs).mean(0), torch.cat(features, 1)
 
 
+@torch.no_grad()
+def shared_teacher_targets(teachers, x: torch.Tensor, temperature: float,
+                           shares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`teacher_targets` with each photo's teacher ``shares`` (N x teachers,
+    :mod:`export.teacher_sources`): the soft labels are the shares' weighted mean of the teachers'
+    softmax, each teacher's features are scaled by its share, and the third value is that scale
+    for every feature column (the student's projection is scaled alike, so a teacher without a
+    share in a photo is left out of its cosine). A teacher runs only on the photos it has a
+    share in."""
+    shares = shares.to(x.device, torch.float32)
+    probs = None
+    features, columns = [], []
+    for k, teacher in enumerate(teachers):
+        share = shares[:, k]
+        rows = share > 0
+        width = feature_dim(teacher)
+        t_features = torch.zeros(len(x), width, device=x.device)
+        if rows.any():
+            t_logits, t_rows = forward_features(teacher, x if rows.all() else x[rows])
+            p = torch.zeros(len(x), t_logits.shape[1], device=x.device)
+            p[rows] = F.softmax(t_logits.float() / temperature, 1)
+            t_features[rows] = t_rows.float()
+            probs = share[:, None] * p if probs is None else probs + share[:, None] * p
+        features.append(t_features * share[:, None])
+        columns.append(share[:, None].expand(-1, width))
+    return probs / shares.sum(1, keepdim=True), torch.cat(features, 1), torch.cat(columns, 1)
+
+
 class Batch(NamedTuple):
     """One augmented (and mixed) batch, ready for the model: ``x`` what the student sees,
     ``x_teacher`` what the teachers label (None: ``x``), ``allowed`` N x classes (1 where a class
     is right for the photo: :attr:`export.data_split.DataSplit.targets`), ``mix`` the mixup's
     weight and partners (None: not mixed), ``seconds`` what making it took (decoding included
-    where it was decoded for it), ``error`` a data loader worker's one-line error instead."""
+    where it was decoded for it), ``error`` a data loader worker's one-line error instead,
+    ``teacher_shares`` N x teachers, mixed as the batch is (None: every teacher labels every
+    photo; ``train --teacher-for``, :mod:`export.teacher_sources`)."""
 
     x: torch.Tensor | None
     x_teacher: torch.Tensor | None
@@ -64,18 +95,21 @@ class Batch(NamedTuple):
     mix: tuple[float, torch.Tensor] | None
     seconds: float = 0.0
     error: str | None = None
+    teacher_shares: torch.Tensor | None = None
 
 
-def make_batch(images, allowed, augment, mixup_prob: float, photo_view: bool) -> Batch:
+def make_batch(images, allowed, augment, mixup_prob: float, photo_view: bool, shares=None) -> Batch:
     """The augmented batch of cached uint8 ``images`` (``photo_view``: with the teachers' view of
-    each photo as it is, :meth:`export.data.BatchAugment.views`), mixed with ``mixup_prob``."""
+    each photo as it is, :meth:`export.data.BatchAugment.views`), mixed with ``mixup_prob``;
+    ``shares`` the photos' teacher shares (None: every teacher labels every photo)."""
     x, x_photo = augment.views(images, with_photo=photo_view)
     pairs = mix_pairs(mixup_prob, len(x))
     if pairs is not None:
         lam, perm = pairs
         x = lam * x + (1 - lam) * x[perm]
         x_photo = None if x_photo is None else lam * x_photo + (1 - lam) * x_photo[perm]
-    return Batch(x, x_photo, allowed, pairs)
+        shares = None if shares is None else lam * shares + (1 - lam) * shares[perm]
+    return Batch(x, x_photo, allowed, pairs, teacher_shares=shares)
 
 
 def batch_loss(student, teachers, batch: Batch, size_hw, args, device, laps=None):
@@ -97,7 +131,11 @@ def batch_loss(student, teachers, batch: Batch, size_hw, args, device, laps=None
             t = args.kd_temperature
             if laps is not None:
                 laps.lap("student")
-            t_probs, t_features = teacher_targets(teachers, x_teacher, t)
+            if batch.teacher_shares is None:
+                t_probs, t_features = teacher_targets(teachers, x_teacher, t)
+            else:
+                t_probs, t_features, columns = shared_teacher_targets(teachers, x_teacher, t, batch.teacher_shares)
+                projected = projected.float() * columns
             if laps is not None:
                 laps.lap("teachers")
             kd = F.kl_div(F.log_softmax(logits.float() / t, 1), t_probs, reduction="batchmean") * t * t
@@ -106,9 +144,10 @@ def batch_loss(student, teachers, batch: Batch, size_hw, args, device, laps=None
     return loss
 
 
-def compute_loss(model, projector, teachers, images, allowed, size_hw, augment, args, device):
+def compute_loss(model, projector, teachers, images, allowed, size_hw, augment, args, device, shares=None):
     """The loss of one batch: ``images`` cached uint8, ``allowed`` N x classes (1 where a class
-    is right for the photo: :attr:`export.data_split.DataSplit.targets`)."""
+    is right for the photo: :attr:`export.data_split.DataSplit.targets`), ``shares`` their
+    teacher shares (None: every teacher labels every photo)."""
     photo_view = bool(teachers) and args.teacher_view == "photo"
-    batch = make_batch(images, allowed, augment, args.mixup, photo_view)
+    batch = make_batch(images, allowed, augment, args.mixup, photo_view, shares)
     return batch_loss(Student(model, projector), teachers, batch, size_hw, args, device)

@@ -14,9 +14,9 @@ from export.loss import compute_loss
 
 
 def find_lr(model, projector, teachers, images, labels, augment, optimizer, args, device, out: Path,
-            size_hw: tuple[int, int]):
+            size_hw: tuple[int, int], shares=None):
     """LR range test at the input size ``size_hw``: raise the rate exponentially from 1e-5 to 1
-    and plot the smoothed loss."""
+    and plot the smoothed loss (``shares``: the photos' teacher shares, None: every teacher's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +30,8 @@ def find_lr(model, projector, teachers, images, labels, augment, optimizer, args
         for group in optimizer.param_groups:
             group["lr"] = rate
         idx = torch.randint(0, len(images), (args.batch_size,))
-        loss = compute_loss(model, projector, teachers, images[idx], labels[idx], size_hw, augment, args, device)
+        loss = compute_loss(model, projector, teachers, images[idx], labels[idx], size_hw, augment, args, device,
+                            None if shares is None else shares[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

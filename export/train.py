@@ -5,7 +5,8 @@ knowledge distillation from fine-tuned teachers (``--teacher CKPT``, repeatable)
 label the very same augmented (and mixed) batch the student sees (several teachers: the mean of
 their softened probabilities), and the student also matches the teachers' pooled features
 (concatenated, so a teacher with larger features weighs more in the cosine; the ensembles here
-are of one architecture) through a projection used only in training.
+are of one architecture) through a projection used only in training. ``--teacher-for
+SOURCE=K`` keeps a --data folder's photos to some of the teachers (:mod:`export.teacher_sources`).
 
     waste-sorter train --data DIR --output-dir runs/r34 [--init scratch|imagenet|FILE.pth]
     waste-sorter train ... --find-lr          # learning-rate range test -> PNG + suggestion
@@ -43,6 +44,7 @@ from export.data_split import load_data_split, split_for_training
 from export.epoch import in_memory_batches, throughput_line, train_one_epoch, validate
 from export.loader import batch_seed, default_workers, make_loader
 from export.split import parse_label_map, scan_image_folder
+from export.teacher_sources import parse_teacher_for, teacher_shares
 from export.loss import teacher_targets  # noqa: F401 (tests take it from here)
 from export.lr_find import find_lr
 from export.models import ARCHS, Student, build_model, feature_dim, load_checkpoint, load_teacher
@@ -99,6 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", type=Path, action="append",
                    help="checkpoint of a trained teacher to distil from, or a ResNet-34 ONNX model this "
                         "project exported (the shipped int8 one too); repeat for an ensemble")
+    p.add_argument("--teacher-for", action="append", metavar="SOURCE=K[,K]",
+                   help="the photos of the --data folder named SOURCE are labelled by teachers K alone (their "
+                        "positions among --teacher, from 1); other folders' photos by every teacher; repeatable")
     p.add_argument("--teacher-view", choices=("same", "photo"), default="same",
                    help="what the teachers label: the student's augmented batch (same) or each photo as it "
                         "is under the same crop and colour (photo: one target for every board and light)")
@@ -148,6 +153,7 @@ def main(args) -> int:
     if args.teacher_view == "photo" and (not args.teacher or args.flatfield == "none"):
         raise UsageError("--teacher-view photo needs --teacher and a board-normalised --flatfield "
                          "(the teacher's view is each photo without the student's board and light)")
+    parse_teacher_for(args.teacher_for, args.data, len(args.teacher or ()))  # refused before anything is written
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers {args.workers}: must be 0 or more")
     if args.stop_after_epoch is not None and args.stop_after_epoch < 1:
@@ -188,12 +194,12 @@ def main(args) -> int:
                                textured_prob=args.textured_board_prob)
         if args.find_lr:
             find_lr(model, projector, teachers, data.images, data.allowed, augment, optimizer, args, device, out,
-                    student_size(args, args.epochs))
+                    student_size(args, args.epochs), data.teacher_shares)
             return 0
         photo_view = bool(teachers) and args.teacher_view == "photo"
         loader = None if in_memory else make_loader(data.train_items, data.allowed, augment, args, workers=workers,
                                                     rank=ctx.rank, world_size=ctx.world_size, device=device,
-                                                    photo_view=photo_view)
+                                                    photo_view=photo_view, shares=data.teacher_shares)
         steps_per_epoch = data.steps_per_epoch(args.batch_size) if loader is None else len(loader)
         # the schedule (its peak after the global batch), the weights' EMA, where a resumed run carries on
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -294,6 +300,7 @@ class TrainingData:
     held_out: list[tuple[Path, int]]  # this process's share of the validation photos
     val_inputs: torch.Tensor | None
     val_allowed: torch.Tensor | None
+    teacher_shares: torch.Tensor | None = None  # N x teachers (--teacher-for); None: every teacher's
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train_items) // batch_size
@@ -323,8 +330,13 @@ def load_data(args, split, contract: ModelContract, ctx=distributed.Context(), *
         print(f"label map: {'; '.join(mapped)}")
     print(f"{len(train_items)} train / {len(split.paths('val')) if held_out else 0} val photos, "
           f"classes {', '.join(split.classes)}" + (f"; {ctx.world_size} processes" if ctx.distributed else ""))
+    shares = None
+    if chosen := parse_teacher_for(args.teacher_for, args.data, len(args.teacher or ())):
+        shares = teacher_shares(train_items, [s.root for s in split.folders], chosen, len(args.teacher))
+        print("teachers: " + "; ".join(f"{Path(args.data[i]).name} by teacher {', '.join(str(k + 1) for k in ks)}"
+                                       for i, ks in sorted(chosen.items())) + "; other folders by every teacher")
     return TrainingData(train_items, images, labels, allowed_matrix(split, labels), held_out, val_inputs,
-                        None if val_labels is None else allowed_matrix(split, val_labels))
+                        None if val_labels is None else allowed_matrix(split, val_labels), shares)
 
 
 def build_student(args, data: TrainingData, contract: ModelContract, device: torch.device, *,

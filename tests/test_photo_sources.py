@@ -165,3 +165,97 @@ def test_replay_per_class_keeps_set_valued_labels(sources, tmp_path):
     replayed = split.training_items(with_val=False, replay_per_class=1)
     first_folder = {label for p, label in replayed if web in p.parents}
     assert first_folder == {split.classes.index("glass"), split.classes.index("trash"), 6}  # 6: paper-or-cardboard
+
+
+# -- teachers kept to the sources they know (train --teacher-for) --------------------------
+def test_teacher_for_parses_and_refuses_malformed_ones(sources):
+    from export.teacher_sources import parse_teacher_for
+
+    trashnet, web = sources
+    assert parse_teacher_for(["web=1"], [trashnet, web], 2) == {1: (0,)}
+    assert parse_teacher_for(["trashnet=2,1", "web=2"], [trashnet, web], 2) == {0: (0, 1), 1: (1,)}
+    assert parse_teacher_for(None, [trashnet, web], 0) == {}
+    for specs, n, words in [(["web"], 2, "expected SOURCE=K"), (["webb=1"], 2, "no --data folder is named 'webb'"),
+                            (["web=3"], 2, "there is no teacher 3"), (["web=0"], 2, "there is no teacher 0"),
+                            (["web=one"], 2, "expected SOURCE=K"), (["web=1", "web=2"], 2, "given twice"),
+                            (["web=1"], 0, "needs --teacher")]:
+        with pytest.raises(UsageError, match=words):
+            parse_teacher_for(specs, [trashnet, web], n)
+    with pytest.raises(UsageError, match="more than one --data folder is named 'web'"):
+        parse_teacher_for(["web=1"], [web, trashnet.parent / "elsewhere" / "web"], 1)
+
+
+def test_teacher_shares_follow_each_photos_folder(sources):
+    from export.teacher_sources import teacher_shares
+
+    trashnet, web = sources
+    items = [(trashnet / "glass" / "a.jpg", 1), (web / "glass" / "w0.jpg", 1), (trashnet / "trash" / "b.jpg", 5)]
+    shares = teacher_shares(items, [trashnet, web], {1: (0,)}, 2)
+    assert shares.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+
+
+def test_shared_teacher_targets_weigh_each_photos_teachers_and_run_a_teacher_only_where_it_has_a_share():
+    from export.loss import shared_teacher_targets, teacher_targets
+    from export.models import build_model, forward_features
+
+    torch.manual_seed(0)
+    a, b = (build_model("resnet34", 6, "scratch").eval() for _ in range(2))
+    x = torch.randn(4, 3, 48, 64)
+    (la, fa), (lb, fb) = forward_features(a, x), forward_features(b, x)
+    pa, pb = torch.softmax(la / 2, 1), torch.softmax(lb / 2, 1)
+    every = torch.ones(4, 2)
+    probs, features, columns = shared_teacher_targets([a, b], x, 2.0, every)
+    p_mean, f_cat = teacher_targets([a, b], x, 2.0)
+    assert torch.allclose(probs, p_mean, atol=1e-6) and torch.allclose(features, f_cat, atol=1e-5)
+    assert torch.equal(columns, torch.ones_like(features))
+    seen = []
+    b.conv1.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    shares = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.25, 0.75], [1.0, 0.0]])
+    probs, features, columns = shared_teacher_targets([a, b], x, 2.0, shares)
+    assert seen == [2], "teacher b runs on the two photos it has a share in, not on all four"
+    assert torch.allclose(probs[1], pa[1], atol=1e-6) and torch.allclose(probs[3], pa[3], atol=1e-6)
+    assert torch.allclose(probs[2], 0.25 * pa[2] + 0.75 * pb[2], atol=1e-5)
+    assert torch.allclose(probs.sum(1), torch.ones(4))
+    width = fa.shape[1]
+    assert torch.allclose(features[2], torch.cat([0.25 * fa[2], 0.75 * fb[2]]), atol=1e-4)
+    assert torch.equal(features[1, width:], torch.zeros(width)) and torch.allclose(features[1, :width], fa[1], atol=1e-5)
+    assert columns[1].tolist() == [1.0] * width + [0.0] * width
+
+
+def test_a_mixed_batch_mixes_its_teacher_shares_as_its_photos():
+    from device.contract import ModelContract
+    from export.data import BatchAugment
+    from export.loss import make_batch
+
+    contract = ModelContract(classes=tuple("abcdef"), input_width=64, input_height=48, flatfield="none")
+    images = torch.randint(0, 255, (4, 3, 60, 80), dtype=torch.uint8)
+    shares = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    torch.manual_seed(3)
+    batch = make_batch(images, torch.eye(6)[:4], BatchAugment((48, 64), contract), 1.0, False, shares)
+    lam, perm = batch.mix
+    assert 0 < lam < 1 and torch.allclose(batch.teacher_shares, lam * shares + (1 - lam) * shares[perm])
+    assert make_batch(images, torch.eye(6)[:4], BatchAugment((48, 64), contract), 0.0, False, None).teacher_shares is None
+
+
+def test_train_with_a_teacher_kept_to_one_source(sources, tmp_path, capsys):
+    trashnet, web = sources
+    maps = ["--label-map", "paper-or-cardboard=cardboard,paper", "--label-map", "other-wood=trash"]
+    common = ["--data", str(trashnet), "--data", str(web), "--val-frac", "0.2", "--test-frac", "0.2",
+              "--input-size", "64", "--batch-size", "8", "--epochs", "1", "--no-amp", "--mixup", "0.5", *maps]
+    teacher = tmp_path / "teacher"
+    assert cli_main(["train", *common, "--output-dir", str(teacher)]) == 0
+    ckpt = str(teacher / "checkpoint.pth")
+    student = ["--output-dir", str(tmp_path / "student"), "--split", str(teacher / "split.json"),
+               "--teacher", ckpt, "--teacher", ckpt]
+    capsys.readouterr()
+    assert cli_main(["train", *common, *student, "--teacher-for", "web=1"]) == 0
+    assert "teachers: web by teacher 1; other folders by every teacher" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "student" / "checkpoint.pth", weights_only=False)["args"]
+    assert saved["teacher_for"] == ["web=1"]
+    code = cli_main(["train", *common, *student, "--teacher-for", "web=2", "--resume"])
+    assert code == DataError.exit_code and "teacher_for=['web=1'], not ['web=2']" in capsys.readouterr().err
+    typo = ["--output-dir", str(tmp_path / "typo"), "--teacher", ckpt, "--teacher-for", "wbe=1"]
+    assert cli_main(["train", *common, *typo]) == UsageError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert "no --data folder is named 'wbe' (folders: trashnet, web)" in err and "\n" not in err
+    assert not (tmp_path / "typo").exists(), "refused before anything is written"
