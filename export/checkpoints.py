@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from export.models import unfit
+from export.teacher_sources import canonical
 
 #: Arguments that change the optimisation or the data: a resumed run must keep them.
 RESUME_KEYS = ("arch", "opt", "lr", "weight_decay", "warmup_frac", "batch_size", "epochs", "seed",
@@ -33,6 +34,8 @@ def resume_mismatches(saved: dict, args) -> list[str]:
     """``key=saved, not now`` for each RESUME_KEYS argument that differs from the checkpoint's
     (keys an older checkpoint lacks are not compared)."""
     def plain(key, v):
+        if key == "teacher_for":
+            return canonical(v)
         if key == "teacher" and isinstance(v, (str, Path)):  # checkpoints from before several teachers
             v = [v]
         if isinstance(v, (list, tuple)):

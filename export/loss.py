@@ -55,29 +55,32 @@ def teacher_targets(teachers, x: torch.Tensor, temperature: float) -> tuple[torc
 @torch.no_grad()
 def shared_teacher_targets(teachers, x: torch.Tensor, temperature: float,
                            shares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`teacher_targets` with each photo's teacher ``shares`` (N x teachers,
+    """:func:`teacher_targets` with each photo's teacher ``shares`` (N x teachers on the CPU,
     :mod:`export.teacher_sources`): the soft labels are the shares' weighted mean of the teachers'
-    softmax, each teacher's features are scaled by its share, and the third value is that scale
-    for every feature column (the student's projection is scaled alike, so a teacher without a
-    share in a photo is left out of its cosine). A teacher runs only on the photos it has a
-    share in."""
-    shares = shares.to(x.device, torch.float32)
+    softmax; each teacher's features are scaled by the square root of its share and the third
+    value is that scale for every feature column, for the student's projection, so that in the
+    cosine each teacher's block counts by its share (none where it has none). A teacher runs
+    only on the photos it has a share in; which those are is read on the CPU (no wait on a GPU)."""
+    weights = shares.to(x.device, torch.float32, non_blocking=True)
     probs = None
     features, columns = [], []
     for k, teacher in enumerate(teachers):
-        share = shares[:, k]
-        rows = share > 0
         width = feature_dim(teacher)
+        rows = (shares[:, k] > 0).nonzero()[:, 0]
         t_features = torch.zeros(len(x), width, device=x.device)
-        if rows.any():
-            t_logits, t_rows = forward_features(teacher, x if rows.all() else x[rows])
-            p = torch.zeros(len(x), t_logits.shape[1], device=x.device)
-            p[rows] = F.softmax(t_logits.float() / temperature, 1)
-            t_features[rows] = t_rows.float()
-            probs = share[:, None] * p if probs is None else probs + share[:, None] * p
-        features.append(t_features * share[:, None])
-        columns.append(share[:, None].expand(-1, width))
-    return probs / shares.sum(1, keepdim=True), torch.cat(features, 1), torch.cat(columns, 1)
+        if len(rows):
+            every = len(rows) == len(x)
+            rows = rows.to(x.device, non_blocking=True)
+            t_logits, t_rows = forward_features(teacher, x if every else x.index_select(0, rows))
+            p = F.softmax(t_logits.float() / temperature, 1)
+            if not every:
+                p = torch.zeros(len(x), p.shape[1], device=x.device).index_copy_(0, rows, p)
+            t_features = t_rows.float() if every else t_features.index_copy_(0, rows, t_rows.float())
+            probs = weights[:, k, None] * p if probs is None else probs + weights[:, k, None] * p
+        scale = weights[:, k, None].sqrt()
+        features.append(t_features * scale)
+        columns.append(scale.expand(-1, width))
+    return probs / weights.sum(1, keepdim=True), torch.cat(features, 1), torch.cat(columns, 1)
 
 
 class Batch(NamedTuple):

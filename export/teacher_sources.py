@@ -55,21 +55,27 @@ def parse_teacher_for(specs: list[str] | None, data: list[Path], n_teachers: int
     return chosen
 
 
-def teacher_shares(items: list[tuple[Path, int]], roots: list[Path], chosen: dict[int, tuple[int, ...]],
+def teacher_shares(items: list[tuple[Path, int]], split, chosen: dict[int, tuple[int, ...]],
                    n_teachers: int) -> torch.Tensor:
     """len(items) x n_teachers float: 1 where a teacher labels the photo (``chosen`` from
-    :func:`parse_teacher_for`; a folder not in it: every teacher), the photo's folder being the
-    one of ``roots`` it lies in."""
-    per_folder = torch.ones(len(roots), n_teachers)
+    :func:`parse_teacher_for`; a folder not in it: every teacher). Each training photo's folder
+    is the one of ``split`` (:class:`export.data_split.DataSplit`) whose manifest lists it."""
+    per_folder = torch.ones(len(split.folders), n_teachers)
     for folder, positions in chosen.items():
         per_folder[folder] = 0.0
         per_folder[folder, list(positions)] = 1.0
-    return per_folder[[folder_of(path, roots) for path, _ in items]]
+    folder_of = {path: i for i, s in enumerate(split.folders) for subset in ("train", "val")
+                 for path, _ in s.paths(subset)}
+    return per_folder[[folder_of[path] for path, _ in items]]
 
 
-def folder_of(path: Path, roots: list[Path]) -> int:
-    """The index of the root ``path`` lies in (the deepest, should one hold another)."""
-    inside = [(len(Path(root).parts), i) for i, root in enumerate(roots) if Path(path).is_relative_to(root)]
-    if not inside:
-        raise ValueError(f"{path} lies in none of the --data folders")
-    return max(inside)[1]
+def canonical(specs: list[str] | None) -> tuple[str, ...] | None:
+    """``--teacher-for`` as a checkpoint compares it: in name order, each source's teachers in
+    order (``web=2,1`` is ``web=1,2``), so that only a change of meaning refuses a resume."""
+    if not specs:
+        return None
+    def one(spec: str) -> str:  # the specs were parsed (parse_teacher_for) before they were saved
+        source, _, picks = spec.partition("=")
+        return f"{source}={','.join(str(k) for k in sorted({int(k) for k in picks.split(',')}))}"
+
+    return tuple(sorted(one(s) for s in specs))

@@ -332,7 +332,7 @@ def load_data(args, split, contract: ModelContract, ctx=distributed.Context(), *
           f"classes {', '.join(split.classes)}" + (f"; {ctx.world_size} processes" if ctx.distributed else ""))
     shares = None
     if chosen := parse_teacher_for(args.teacher_for, args.data, len(args.teacher or ())):
-        shares = teacher_shares(train_items, [s.root for s in split.folders], chosen, len(args.teacher))
+        shares = teacher_shares(train_items, split, chosen, len(args.teacher))
         print("teachers: " + "; ".join(f"{Path(args.data[i]).name} by teacher {', '.join(str(k + 1) for k in ks)}"
                                        for i, ks in sorted(chosen.items())) + "; other folders by every teacher")
     return TrainingData(train_items, images, labels, allowed_matrix(split, labels), held_out, val_inputs,

@@ -185,13 +185,37 @@ def test_teacher_for_parses_and_refuses_malformed_ones(sources):
         parse_teacher_for(["web=1"], [web, trashnet.parent / "elsewhere" / "web"], 1)
 
 
-def test_teacher_shares_follow_each_photos_folder(sources):
+def test_teacher_shares_follow_each_photos_folder_and_reach_the_loader_batches(sources, tmp_path):
+    from device.contract import ModelContract
+    from export.data import BatchAugment
+    from export.loader import AugmentedBatches
     from export.teacher_sources import teacher_shares
 
     trashnet, web = sources
-    items = [(trashnet / "glass" / "a.jpg", 1), (web / "glass" / "w0.jpg", 1), (trashnet / "trash" / "b.jpg", 5)]
-    shares = teacher_shares(items, [trashnet, web], {1: (0,)}, 2)
-    assert shares.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    split = split_for_training(tmp_path / "s.json", tmp_path / "out.json", [trashnet, web], val_frac=0.2,
+                               test_frac=0.2, seed=0, label_map=WEB_MAP)
+    items = split.training_items(with_val=True)
+    shares = teacher_shares(items, split, {1: (0,)}, 2)
+    of_web = [web in path.parents for path, _ in items]
+    assert shares.tolist() == [[1.0, 0.0] if w else [1.0, 1.0] for w in of_web]
+    assert sum(of_web) == len(split.folder_paths(1, "train")) + len(split.folder_paths(1, "val")) > 0
+    contract = ModelContract(classes=split.classes, input_width=64, input_height=48, flatfield="none")
+    batches = AugmentedBatches(items, torch.ones(len(items), 6), BatchAugment((48, 64), contract), mixup=0.0,
+                               photo_view=False, seed=0, rank=0, shares=shares)
+    picked = [0, of_web.index(True)]
+    assert torch.equal(batches[(0, 0, picked)].teacher_shares, shares[picked])
+
+
+def test_resume_reads_teacher_for_by_its_meaning():
+    from argparse import Namespace
+
+    from export.train import resume_mismatches
+
+    assert resume_mismatches({"teacher_for": ["web=1,2", "a=1"]}, Namespace(teacher_for=["a=1", "web=2,1"])) == []
+    assert resume_mismatches({"teacher_for": ["web=1,2"]}, Namespace(teacher_for=["web=1"])) == [
+        "teacher_for=['web=1,2'], not ['web=1']"]
+    assert resume_mismatches({}, Namespace(teacher_for=None)) == []  # a checkpoint from before it
+    assert resume_mismatches({}, Namespace(teacher_for=["web=1"])) != []
 
 
 def test_shared_teacher_targets_weigh_each_photos_teachers_and_run_a_teacher_only_where_it_has_a_share():
@@ -217,9 +241,13 @@ def test_shared_teacher_targets_weigh_each_photos_teachers_and_run_a_teacher_onl
     assert torch.allclose(probs[2], 0.25 * pa[2] + 0.75 * pb[2], atol=1e-5)
     assert torch.allclose(probs.sum(1), torch.ones(4))
     width = fa.shape[1]
-    assert torch.allclose(features[2], torch.cat([0.25 * fa[2], 0.75 * fb[2]]), atol=1e-4)
+    assert torch.allclose(features[2], torch.cat([0.5 * fa[2], 0.75 ** 0.5 * fb[2]]), atol=1e-4)
     assert torch.equal(features[1, width:], torch.zeros(width)) and torch.allclose(features[1, :width], fa[1], atol=1e-5)
     assert columns[1].tolist() == [1.0] * width + [0.0] * width
+    # In the cosine (student and teacher scaled alike) each teacher's block counts by its share.
+    s, t = torch.randn(2 * width), features[2] / columns[2]
+    dot = ((s * columns[2]) * (t * columns[2])).sum()
+    assert torch.allclose(dot, 0.25 * (s[:width] * t[:width]).sum() + 0.75 * (s[width:] * t[width:]).sum(), rtol=1e-4)
 
 
 def test_a_mixed_batch_mixes_its_teacher_shares_as_its_photos():
@@ -237,7 +265,9 @@ def test_a_mixed_batch_mixes_its_teacher_shares_as_its_photos():
     assert make_batch(images, torch.eye(6)[:4], BatchAugment((48, 64), contract), 0.0, False, None).teacher_shares is None
 
 
-def test_train_with_a_teacher_kept_to_one_source(sources, tmp_path, capsys):
+def test_train_with_a_teacher_kept_to_one_source(sources, tmp_path, capsys, monkeypatch):
+    import export.loss
+
     trashnet, web = sources
     maps = ["--label-map", "paper-or-cardboard=cardboard,paper", "--label-map", "other-wood=trash"]
     common = ["--data", str(trashnet), "--data", str(web), "--val-frac", "0.2", "--test-frac", "0.2",
@@ -248,8 +278,13 @@ def test_train_with_a_teacher_kept_to_one_source(sources, tmp_path, capsys):
     student = ["--output-dir", str(tmp_path / "student"), "--split", str(teacher / "split.json"),
                "--teacher", ckpt, "--teacher", ckpt]
     capsys.readouterr()
+    seen, real = [], export.loss.shared_teacher_targets
+    monkeypatch.setattr(export.loss, "shared_teacher_targets",
+                        lambda teachers, x, t, shares: seen.append(shares.clone()) or real(teachers, x, t, shares))
     assert cli_main(["train", *common, *student, "--teacher-for", "web=1"]) == 0
     assert "teachers: web by teacher 1; other folders by every teacher" in capsys.readouterr().out
+    shares = torch.cat(seen)  # every step's: teacher 1 labels every photo, teacher 2 not web's
+    assert len(seen) > 0 and torch.all(shares[:, 0] == 1) and torch.any(shares[:, 1] < 1)
     saved = torch.load(tmp_path / "student" / "checkpoint.pth", weights_only=False)["args"]
     assert saved["teacher_for"] == ["web=1"]
     code = cli_main(["train", *common, *student, "--teacher-for", "web=2", "--resume"])
