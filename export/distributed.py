@@ -64,6 +64,10 @@ class Context:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.distributed:
+            # the block's end or failure is already this process's stop: torchrun's SIGTERM from
+            # here on (during the error's print or the interpreter's exit) has nothing left to stop
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.distributed and dist.is_initialized() and exc is None:
             dist.destroy_process_group()  # after a failure the process's exit closes it (no wait on peers)
         if self.distributed and isinstance(exc, RuntimeError) and not isinstance(exc, SorterError):
@@ -106,6 +110,7 @@ def start(device_name: str, *, timeout_s: float) -> Context:
         raise RankFailed(f"{ctx.name}: cannot join the run's process group ({backend}: {first_line(exc)})") from None
 
     def stopped(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop, one line: a second signal adds nothing
         raise RankFailed(f"{ctx.name}: stopped by {signal.Signals(signum).name} (torchrun stops every process "
                          "when one fails or the run is interrupted)")
 

@@ -139,6 +139,29 @@ def test_a_killed_rank_ends_every_rank_with_an_error_within_seconds(small_trashn
     assert f"pid: {pid}" in output or "rank      : 1" in output  # torchrun's summary names the dead rank
 
 
+def test_torchruns_signal_after_a_rank_left_its_block_adds_no_traceback():
+    """Once a rank's training block has ended (or failed, its one-line error about to print),
+    torchrun's SIGTERM during the print or the interpreter's exit is ignored; before, it raised
+    from the exit handlers and rank 0 printed a traceback beside its one line."""
+    from export.distributed import Context, RankFailed
+
+    def stopped(signum, _frame):
+        raise RankFailed("stopped")
+
+    before = signal.signal(signal.SIGTERM, stopped)
+    try:
+        with pytest.raises(RankFailed):
+            os.kill(os.getpid(), signal.SIGTERM)  # inside a run's block: the one-line stop
+        ctx = Context(world_size=2, rank=1)
+        with pytest.raises(ValueError):
+            with ctx:
+                raise ValueError("a failure inside the block")
+        os.kill(os.getpid(), signal.SIGTERM)  # after it: nothing raised
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.slow
 def test_the_number_of_data_loader_workers_does_not_change_the_weights(small_trashnet, tmp_path, capsys):
     for workers in ("1", "2"):
